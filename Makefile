@@ -1,0 +1,62 @@
+# Sluice: `make run` serves the embedded default, `make test` runs the whole suite against real
+# PostgreSQL and Redis (installing/starting them when absent).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test install install-dev services lint typecheck bench migrate clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+migrate: install
+	@mkdir -p var
+	$(BIN)/python -m app migrate
+
+run: migrate
+	@key=$$($(BIN)/python -m app dev-key) && \
+	echo "" && \
+	echo "  Sluice:      http://$(HOST):$(PORT)" && \
+	echo "  API docs:    http://$(HOST):$(PORT)/docs" && \
+	echo "  Web admin:   http://$(HOST):$(PORT)/admin  (password: the API key)" && \
+	echo "  Dev API key: $$key" && \
+	echo "" && \
+	echo "  try: curl -H 'X-API-Key: $$key' -H 'X-Client-ID: demo' -H 'X-Language-ID: en' http://$(HOST):$(PORT)/v1/products" && \
+	echo ""
+	PUBLIC_URL=http://$(HOST):$(PORT) LOG_FORMAT=$${LOG_FORMAT:-text} \
+		$(BIN)/uvicorn app.main:create_app --factory --host $(HOST) --port $(PORT) --no-access-log
+
+services:
+	@bash scripts/ensure-services.sh
+
+lint: install-dev
+	$(BIN)/ruff check app tests bench alembic
+	$(BIN)/ruff format --check app tests bench alembic
+
+typecheck: install-dev
+	$(BIN)/mypy
+
+test: install-dev services lint typecheck
+	$(BIN)/pytest -q
+
+bench: install services
+	$(BIN)/python -m bench.gateway
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from sqladmin import ModelView
+
+from app.clients.models import ApiClient
+from app.commlog.models import CommLog
+
+
+class ApiClientAdmin(ModelView, model=ApiClient):  # type: ignore[call-arg]
+    name = "API client"
+    name_plural = "API clients"
+    icon = "fa-solid fa-key"
+    # Keys are created with the CLI, which shows the key once; here they are listed and revoked.
+    can_create = False
+    can_delete = False
+    column_list: ClassVar[Any] = [
+        ApiClient.name,
+        ApiClient.org_id,
+        ApiClient.scopes,
+        ApiClient.key_prefix,
+        ApiClient.is_active,
+        ApiClient.created_at,
+        ApiClient.last_used_at,
+        ApiClient.revoked_at,
+    ]
+    column_details_exclude_list: ClassVar[Any] = [ApiClient.key_hash]
+    column_searchable_list: ClassVar[Any] = [ApiClient.name, ApiClient.org_id, ApiClient.key_prefix]
+    column_sortable_list: ClassVar[Any] = [ApiClient.name, ApiClient.created_at, ApiClient.last_used_at]
+    form_columns: ClassVar[Any] = [ApiClient.name, ApiClient.is_active]
+
+
+class CommLogAdmin(ModelView, model=CommLog):  # type: ignore[call-arg]
+    name = "Communication log"
+    name_plural = "Communication log"
+    icon = "fa-solid fa-list"
+    can_create = False
+    can_edit = False
+    can_delete = False
+    column_default_sort: ClassVar[Any] = [(CommLog.id, True)]
+    column_list: ClassVar[Any] = [
+        CommLog.id,
+        CommLog.created_at,
+        CommLog.client_id,
+        CommLog.method,
+        CommLog.path,
+        CommLog.status,
+        CommLog.error_code,
+        CommLog.upstream_status,
+        CommLog.duration_ms,
+    ]
+    column_searchable_list: ClassVar[Any] = [CommLog.request_id, CommLog.client_id, CommLog.path]
+    column_sortable_list: ClassVar[Any] = [CommLog.id, CommLog.status, CommLog.duration_ms]
+    page_size = 50

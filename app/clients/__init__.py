@@ -1,0 +1,1 @@
+"""API clients: who may call Sluice, with which scopes, on behalf of which organisation."""

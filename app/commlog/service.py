@@ -1,0 +1,200 @@
+"""Build, buffer, write, query and purge communication-log records.
+
+Writing a row per request inline would add a database round trip to every gateway call, so
+entries go to an in-memory buffer that a background task writes in batches (and flushes on
+shutdown). The buffer is bounded: if the database is down for long, the oldest entries are
+dropped and counted rather than exhausting memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import re
+from collections import deque
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from prometheus_client import Counter, Gauge
+from sqlalchemy import delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.commlog.models import CommLog
+from app.db import utcnow
+from app.settings import Settings
+
+logger = logging.getLogger("sluice.commlog")
+
+COMMLOG_WRITTEN = Counter("sluice_commlog_written_total", "Comm-log rows written")
+COMMLOG_DROPPED = Counter("sluice_commlog_dropped_total", "Comm-log entries dropped (buffer full)")
+COMMLOG_BUFFERED = Gauge("sluice_commlog_buffered", "Comm-log entries waiting to be written")
+
+REDACTED = "[REDACTED]"
+_SECRET_HEADER = re.compile(r"authorization|cookie|api[-_]?key|token|secret|password|signature", re.I)
+_SECRET_FIELD = re.compile(r"password|secret|token|api[-_]?key|authorization|credential", re.I)
+
+
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Headers with every credential-bearing value replaced."""
+    return {k: (REDACTED if _SECRET_HEADER.search(k) else v) for k, v in headers.items()}
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: (REDACTED if _SECRET_FIELD.search(str(k)) else _redact_value(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_value(v) for v in value]
+    return value
+
+
+def body_text(raw: bytes | None, limit: int, *, redact: bool = True) -> str | None:
+    """A loggable body: secret JSON fields redacted, cut at `limit` bytes."""
+    if not raw:
+        return None
+    if redact and raw[:1] in (b"{", b"["):
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if parsed is not None:
+            raw = orjson.dumps(_redact_value(parsed))
+    if len(raw) > limit:
+        return raw[:limit].decode("utf-8", "replace") + f"…[truncated {len(raw) - limit} bytes]"
+    return raw.decode("utf-8", "replace")
+
+
+class CommLogWriter:
+    """Buffers entries and writes them in batches from `run()`."""
+
+    def __init__(self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+        self._enabled = settings.commlog_enabled
+        self._interval = settings.commlog_flush_interval
+        self._batch_size = settings.commlog_batch_size
+        self._max = settings.commlog_buffer_max
+        self._buffer: deque[dict[str, Any]] = deque()
+        self._wake = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def enqueue(self, entry: dict[str, Any]) -> None:
+        """Add an entry; never blocks and never touches the database."""
+        if not self._enabled:
+            return
+        if len(self._buffer) >= self._max:
+            self._buffer.popleft()
+            COMMLOG_DROPPED.inc()
+        self._buffer.append(entry)
+        if len(self._buffer) >= self._batch_size:
+            self._wake.set()
+
+    async def flush(self) -> int:
+        """Write everything buffered now; entries of a failed batch go back to the buffer."""
+        written = 0
+        async with self._flush_lock:
+            while self._buffer:
+                batch = [self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))]
+                try:
+                    async with self._sessionmaker.begin() as session:
+                        await session.execute(insert(CommLog), batch)
+                except Exception:
+                    self._buffer.extendleft(reversed(batch))
+                    raise
+                written += len(batch)
+                COMMLOG_WRITTEN.inc(len(batch))
+        COMMLOG_BUFFERED.set(len(self._buffer))
+        return written
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Flush every interval (or sooner when a batch fills) until `stop`, then flush once more."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:
+                logger.exception("comm-log flush failed; %d entries kept for the next try", self.pending)
+            if stop.is_set():
+                break
+        await self.flush_on_shutdown()
+
+    async def flush_on_shutdown(self) -> None:
+        try:
+            written = await self.flush()
+            if written:
+                logger.info("comm-log: %d entries flushed on shutdown", written)
+        except Exception:
+            logger.exception("comm-log: %d entries could not be written on shutdown", self.pending)
+
+    def stop_waiting(self) -> None:
+        self._wake.set()
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The id behind a cursor; ValueError if it is not one of ours."""
+    padded = cursor + "=" * (-len(cursor) % 4)
+    text = base64.urlsafe_b64decode(padded.encode()).decode()
+    if not text.startswith("id:"):
+        raise ValueError("not a comm-log cursor")
+    return int(text[3:])
+
+
+async def list_entries(
+    session: AsyncSession,
+    *,
+    client_id: str | None = None,
+    status: int | None = None,
+    error_code: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> tuple[Sequence[CommLog], int | None]:
+    """Entries newest first, and the id to continue from (None when there are no more)."""
+    query = select(CommLog).order_by(CommLog.id.desc()).limit(limit + 1)
+    if client_id is not None:
+        query = query.where(CommLog.client_id == client_id)
+    if status is not None:
+        query = query.where(CommLog.status == status)
+    if error_code is not None:
+        query = query.where(CommLog.error_code == error_code)
+    if since is not None:
+        query = query.where(CommLog.created_at >= since)
+    if until is not None:
+        query = query.where(CommLog.created_at < until)
+    if before_id is not None:
+        query = query.where(CommLog.id < before_id)
+    rows = (await session.scalars(query)).all()
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1].id
+    return rows, None
+
+
+async def purge_older_than(
+    sessionmaker: async_sessionmaker[AsyncSession], retention: timedelta, *, batch: int = 5000
+) -> int:
+    """Delete entries older than `retention`, in batches so no transaction grows large."""
+    cutoff = utcnow() - retention
+    total = 0
+    while True:
+        async with sessionmaker.begin() as session:
+            ids = (
+                await session.scalars(select(CommLog.id).where(CommLog.created_at < cutoff).limit(batch))
+            ).all()
+            if not ids:
+                return total
+            await session.execute(delete(CommLog).where(CommLog.id.in_(ids)))
+        total += len(ids)

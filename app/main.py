@@ -1,0 +1,164 @@
+"""create_app(): routers, middleware, exception handlers and the lifespan that owns resources."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from opentelemetry import trace
+
+from app import __version__
+from app.commlog import worker as commlog_worker
+from app.commlog.router import router as commlog_router
+from app.commlog.service import CommLogWriter
+from app.db import create_engine, create_sessionmaker
+from app.errors import install_error_handlers
+from app.health.router import router as health_router
+from app.middleware import RequestContextMiddleware
+from app.notify import ErrorEvent, Notifier
+from app.observability import setup_logging, setup_tracing
+from app.partner.router import router as partner_router
+from app.redis import create_redis
+from app.security import Authenticator
+from app.settings import Settings, get_settings
+from app.state import AppState
+from app.upstream.client import PartnerClient
+
+logger = logging.getLogger("sluice")
+
+DESCRIPTION = """
+Sluice sits between your applications and the partner APIs you integrate with.
+
+Authenticate with an API key in `X-API-Key` (or `Authorization: Bearer <key>`).
+Errors are `application/problem+json` with a stable `code` and the `request_id`.
+"""
+
+
+def _breaker_notifier(notifier: Notifier):  # type: ignore[no-untyped-def]
+    def on_change(name: str, old: str, new: str) -> None:
+        notifier.notify(
+            ErrorEvent(
+                code="breaker_state_change",
+                status=503 if new == "open" else 0,
+                title=f"Circuit breaker {name}: {old} -> {new}",
+                detail=f"Calls to {name} are {'paused' if new == 'open' else 'resumed' if new == 'closed' else 'on trial'}",
+                upstream=name,
+            )
+        )
+
+    return on_change
+
+
+def _start_loops(state: AppState, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    # The comm-log writer owns the buffer, so it runs even on an HTTP-only replica.
+    tasks = [asyncio.create_task(state.commlog.run(stop), name="commlog-writer")]
+    if state.settings.run_workers:
+        tasks.append(asyncio.create_task(commlog_worker.run_purge(state, stop), name="commlog-purge"))
+    return tasks
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    provider = app.state.tracer_provider
+    tracer = provider.get_tracer("sluice") if provider is not None else trace.NoOpTracer()
+    engine = create_engine(settings)
+    sessionmaker = create_sessionmaker(engine)
+    redis = create_redis(settings)
+    notifier = Notifier(settings)
+    await notifier.start()
+    partner = PartnerClient(
+        "partner",
+        settings=settings,
+        redis=redis,
+        tracer=tracer,
+        base_url=settings.effective_partner_base_url,
+        on_breaker_change=_breaker_notifier(notifier),
+    )
+    if provider is not None:
+        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+        HTTPXClientInstrumentor.instrument_client(partner.http, tracer_provider=provider)
+    state = AppState(
+        settings=settings,
+        engine=engine,
+        sessionmaker=sessionmaker,
+        redis=redis,
+        tracer=tracer,
+        tracer_provider=provider,
+        authenticator=Authenticator(settings, sessionmaker),
+        notifier=notifier,
+        commlog=CommLogWriter(settings, sessionmaker),
+        partner=partner,
+    )
+    app.state.sluice = state
+    if not getattr(app.state, "admin_mounted", False):
+        from app.admin.setup import mount_admin
+
+        mount_admin(app, state)
+        app.state.admin_mounted = True
+    stop = asyncio.Event()
+    tasks = _start_loops(state, stop)
+    logger.info("sluice %s started (instance %s)", __version__, settings.instance_name)
+    try:
+        yield
+    finally:
+        stop.set()
+        state.commlog.stop_waiting()
+        done, pending = await asyncio.wait(tasks, timeout=15)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                logger.error("background loop %s ended with %r", task.get_name(), task.exception())
+        await partner.aclose()
+        await notifier.stop()
+        with contextlib.suppress(Exception):
+            await redis.aclose()
+        await engine.dispose()
+        if provider is not None:
+            provider.shutdown()
+        logger.info("sluice stopped")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    setup_logging(settings)
+    app = FastAPI(
+        title="Sluice",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.tracer_provider = setup_tracing(settings)
+    install_error_handlers(app)
+    app.include_router(health_router)
+    app.include_router(partner_router)
+    app.include_router(commlog_router)
+    if settings.sandbox_enabled:
+        from app.sandbox import create_sandbox_app
+
+        app.mount(
+            "/sandbox",
+            create_sandbox_app(
+                client_id=settings.partner_client_id,
+                client_secret=settings.partner_client_secret.get_secret_value(),
+                token_ttl=settings.sandbox_token_ttl,
+            ),
+        )
+    app.add_middleware(RequestContextMiddleware, access_log=True)
+    if app.state.tracer_provider is not None:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(
+            app,
+            tracer_provider=app.state.tracer_provider,
+            excluded_urls="/health/,/metrics,/sandbox/,/admin/",
+            exclude_spans=["receive", "send"],
+        )
+    return app

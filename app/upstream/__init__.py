@@ -1,0 +1,1 @@
+"""The resilient upstream client: circuit breaker, OAuth token cache, error-code mapping."""
