@@ -9,9 +9,9 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from fastapi import Request, Security
-from fastapi.security import APIKeyHeader, HTTPBearer
+from fastapi import FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clients.service import Principal, find_by_key_hash, hash_key
@@ -19,9 +19,7 @@ from app.errors import Forbidden, Unauthorized
 from app.settings import ALL_SCOPES, Settings
 
 _NEGATIVE_TTL = 5.0
-# Declared so that /docs offers an "Authorize" button; the lookup itself is extract_key().
-_API_KEY_SCHEME = APIKeyHeader(name="X-API-Key", auto_error=False, description="Sluice API key")
-_BEARER_SCHEME = HTTPBearer(auto_error=False, description="The same API key as a bearer token")
+_PUBLIC_PATHS = ("/health/live", "/health/ready")
 _CACHE_MAX = 10_000
 
 
@@ -95,11 +93,7 @@ async def authenticate_request(request: Request) -> Principal:
 def require_scopes(*scopes: str) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency that authenticates and demands every scope in `scopes` (admin has all)."""
 
-    async def dependency(
-        request: Request,
-        _api_key: str | None = Security(_API_KEY_SCHEME),
-        _bearer: object = Security(_BEARER_SCHEME),
-    ) -> Principal:
+    async def dependency(request: Request) -> Principal:
         principal = await authenticate_request(request)
         missing = [s for s in scopes if not principal.has(s)]
         if missing:
@@ -110,3 +104,36 @@ def require_scopes(*scopes: str) -> Callable[[Request], Awaitable[Principal]]:
 
     dependency.__name__ = f"require_{'_'.join(scopes) or 'auth'}"
     return dependency
+
+
+def document_security(app: FastAPI) -> None:
+    """Declare the API-key schemes in the OpenAPI document, so /docs offers "Authorize".
+
+    Done on the document rather than with Security() dependencies: those would run on every
+    request only to describe the API.
+    """
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = original()
+        components = schema.setdefault("components", {})
+        components["securitySchemes"] = {
+            "APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            "HTTPBearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The same API key as a bearer token",
+            },
+        }
+        for path, item in schema.get("paths", {}).items():
+            if path in _PUBLIC_PATHS:
+                continue
+            for operation in item.values():
+                if isinstance(operation, dict):
+                    operation["security"] = [{"APIKeyHeader": []}, {"HTTPBearer": []}]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

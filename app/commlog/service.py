@@ -15,12 +15,13 @@ import re
 from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import orjson
 from prometheus_client import Counter, Gauge
 from sqlalchemy import delete, insert, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.commlog.models import CommLog
 from app.db import utcnow
@@ -35,11 +36,17 @@ COMMLOG_BUFFERED = Gauge("sluice_commlog_buffered", "Comm-log entries waiting to
 REDACTED = "[REDACTED]"
 _SECRET_HEADER = re.compile(r"authorization|cookie|api[-_]?key|token|secret|password|signature", re.I)
 _SECRET_FIELD = re.compile(r"password|secret|token|api[-_]?key|authorization|credential", re.I)
+_SECRET_FIELD_BYTES = re.compile(rb"password|secret|token|api[-_]?key|authorization|credential", re.I)
+
+
+@lru_cache(maxsize=1024)
+def _is_secret_header(name: str) -> bool:
+    return _SECRET_HEADER.search(name) is not None
 
 
 def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Headers with every credential-bearing value replaced."""
-    return {k: (REDACTED if _SECRET_HEADER.search(k) else v) for k, v in headers.items()}
+    return {k: (REDACTED if _is_secret_header(k) else v) for k, v in headers.items()}
 
 
 def _redact_value(value: Any) -> Any:
@@ -51,26 +58,35 @@ def _redact_value(value: Any) -> Any:
 
 
 def body_text(raw: bytes | None, limit: int, *, redact: bool = True) -> str | None:
-    """A loggable body: secret JSON fields redacted, cut at `limit` bytes."""
+    """A loggable body: secret JSON fields redacted (if `redact`), cut at `limit` bytes."""
     if not raw:
         return None
-    if redact and raw[:1] in (b"{", b"["):
+    # Parsing is the expensive part, so only bodies that mention a secret-looking name are parsed.
+    if redact and raw[:1] in (b"{", b"[") and _SECRET_FIELD_BYTES.search(raw):
         try:
-            parsed = orjson.loads(raw)
+            raw = orjson.dumps(_redact_value(orjson.loads(raw)))
         except orjson.JSONDecodeError:
-            parsed = None
-        if parsed is not None:
-            raw = orjson.dumps(_redact_value(parsed))
+            pass
     if len(raw) > limit:
         return raw[:limit].decode("utf-8", "replace") + f"…[truncated {len(raw) - limit} bytes]"
     return raw.decode("utf-8", "replace")
 
 
+COPY_COLUMNS = [c.name for c in CommLog.__table__.columns if c.name != "id"]
+
+
+def _copy_value(value: Any) -> Any:
+    # asyncpg's COPY takes json columns as text.
+    if isinstance(value, dict):
+        return orjson.dumps(value).decode()
+    return value
+
+
 class CommLogWriter:
     """Buffers entries and writes them in batches from `run()`."""
 
-    def __init__(self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        self._sessionmaker = sessionmaker
+    def __init__(self, settings: Settings, engine: AsyncEngine) -> None:
+        self._engine = engine
         self._enabled = settings.commlog_enabled
         self._interval = settings.commlog_flush_interval
         self._batch_size = settings.commlog_batch_size
@@ -101,8 +117,7 @@ class CommLogWriter:
             while self._buffer:
                 batch = [self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))]
                 try:
-                    async with self._sessionmaker.begin() as session:
-                        await session.execute(insert(CommLog), batch)
+                    await self._write(batch)
                 except Exception:
                     self._buffer.extendleft(reversed(batch))
                     raise
@@ -110,6 +125,20 @@ class CommLogWriter:
                 COMMLOG_WRITTEN.inc(len(batch))
         COMMLOG_BUFFERED.set(len(self._buffer))
         return written
+
+    async def _write(self, batch: list[dict[str, Any]]) -> None:
+        async with self._engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                # COPY costs a fraction of the CPU of an INSERT per row, and this runs in the
+                # same process (and on the same core) as the gateway's requests.
+                raw = await conn.get_raw_connection()
+                driver = raw.driver_connection
+                assert driver is not None
+                records = [tuple(_copy_value(entry.get(c)) for c in COPY_COLUMNS) for entry in batch]
+                await driver.copy_records_to_table("comm_log", records=records, columns=COPY_COLUMNS)
+            else:
+                await conn.execute(insert(CommLog), batch)
+                await conn.commit()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Flush every interval (or sooner when a batch fills) until `stop`, then flush once more."""

@@ -62,7 +62,7 @@ async def require_json_body(request: Request) -> None:
     )
 
 
-def get_partner(request: Request) -> PartnerClient:
+async def get_partner(request: Request) -> PartnerClient:
     state: AppState = request.app.state.sluice
     return state.partner
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Request, Response
@@ -98,6 +99,7 @@ def _record(
     request_body = getattr(request, "_body", None)
     state.commlog.enqueue(
         {
+            "created_at": datetime.now(UTC),
             "request_id": getattr(request.state, "request_id", None),
             "trace_id": current_trace_id(),
             "api_client_id": principal.id if principal else None,
@@ -109,7 +111,8 @@ def _record(
             "request_body": body_text(request_body, limit),
             "status": status,
             "error_code": error_code,
-            "response_body": body_text(response_body, limit),
+            # Response bodies are the partner's data and Sluice's problem details: cut, not parsed.
+            "response_body": body_text(response_body, limit, redact=False),
             "upstream_url": exchange.url,
             "upstream_status": exchange.status,
             "upstream_duration_ms": exchange.duration_ms,

@@ -10,7 +10,6 @@ import re
 from typing import Any
 
 import aiohttp
-import httpx
 
 from app.errors import SluiceError
 
@@ -98,18 +97,14 @@ class UpstreamFailure(Exception):
         self.error = error
 
 
-def transport_error(exc: Exception, *, upstream: str, what: str) -> UpstreamError:
-    """Timeout or unreachable, from an httpx error.
-
-    httpx-aiohttp reports a refused connection as ConnectTimeout; the aiohttp cause tells the
-    two apart, so a partner that is down is not reported as a slow one.
-    """
-    cause = exc.__cause__
-    refused = isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(cause, TimeoutError)
-    if isinstance(exc, httpx.TimeoutException) and not refused:
+def transport_error(exc: BaseException, *, upstream: str, what: str) -> UpstreamError:
+    """PartnerTimeout or PartnerUnreachable for an exception raised by the HTTP client."""
+    if isinstance(exc, TimeoutError):
         return PartnerTimeout(f"No answer from {what} in time", upstream=upstream)
-    reason = type(cause).__name__ if refused and cause is not None else type(exc).__name__
-    return PartnerUnreachable(f"{what} could not be reached ({reason})", upstream=upstream)
+    return PartnerUnreachable(f"{what} could not be reached ({type(exc).__name__})", upstream=upstream)
+
+
+TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
 
 _P_CODE = re.compile(r"^P(0[1-9]|1[0-9])$")

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 from opentelemetry.trace import Tracer
 from redis.exceptions import LockError
@@ -25,6 +25,7 @@ from app.observability import TOKEN_REFRESHES
 from app.redis import Redis, key
 from app.settings import Settings
 from app.upstream.errors import (
+    TRANSPORT_ERRORS,
     PartnerAuthFailed,
     PartnerServerError,
     PartnerTimeout,
@@ -65,14 +66,14 @@ class TokenManager:
         *,
         settings: Settings,
         redis: Redis,
-        http: httpx.AsyncClient,
+        session: aiohttp.ClientSession,
         token_url: str,
         tracer: Tracer,
     ) -> None:
         self.name = name
         self._settings = settings
         self._redis = redis
-        self._http = http
+        self._session = session
         self._token_url = token_url
         self._tracer = tracer
         self._cache_key = key(settings, "token", name)
@@ -193,40 +194,44 @@ class TokenManager:
         settings = self._settings
         started = time.time()
         try:
-            response = await self._http.post(
+            async with self._session.post(
                 self._token_url,
                 data={"grant_type": "client_credentials"},
-                auth=(settings.partner_client_id, settings.partner_client_secret.get_secret_value()),
-                timeout=settings.partner_token_timeout,
-            )
-        except httpx.TransportError as exc:
+                auth=aiohttp.BasicAuth(
+                    settings.partner_client_id, settings.partner_client_secret.get_secret_value()
+                ),
+                timeout=aiohttp.ClientTimeout(total=settings.partner_token_timeout),
+            ) as response:
+                status = response.status
+                content = await response.read()
+        except TRANSPORT_ERRORS as exc:
             error = transport_error(exc, upstream=self.name, what=f"{self.name} token endpoint")
             TOKEN_REFRESHES.labels(
                 self.name, "timeout" if isinstance(error, PartnerTimeout) else "transport_error"
             ).inc()
             raise UpstreamFailure(error) from exc
-        if response.status_code >= 500:
+        if status >= 500:
             TOKEN_REFRESHES.labels(self.name, "server_error").inc()
             raise UpstreamFailure(
                 PartnerServerError(
-                    f"The partner's token endpoint answered HTTP {response.status_code}",
+                    f"The partner's token endpoint answered HTTP {status}",
                     upstream=self.name,
-                    partner_status=response.status_code,
+                    partner_status=status,
                 )
             )
         try:
-            body = orjson.loads(response.content)
+            body = orjson.loads(content)
             value = str(body["access_token"])
             expires_in = float(body.get("expires_in", 3600))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             body, value, expires_in = None, "", 0.0
-        if response.status_code != 200 or not value or expires_in <= 0:
+        if status != 200 or not value or expires_in <= 0:
             TOKEN_REFRESHES.labels(self.name, "rejected").inc()
             refusal = body.get("error") if isinstance(body, dict) else None
             raise PartnerAuthFailed(
-                f"The partner refused to issue a token (HTTP {response.status_code})",
+                f"The partner refused to issue a token (HTTP {status})",
                 upstream=self.name,
-                partner_status=response.status_code,
+                partner_status=status,
                 partner_code=str(refusal) if refusal else None,
             )
         TOKEN_REFRESHES.labels(self.name, "ok").inc()

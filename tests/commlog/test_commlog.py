@@ -38,7 +38,7 @@ async def test_success_and_error_rows_are_written_and_redacted(sluice: Running, 
     assert first.method == "GET" and first.path == "/v1/products" and first.query == "per_page=2"
     assert first.status == 200 and first.error_code is None
     assert first.request_id == ok.headers["x-request-id"]
-    assert first.upstream_url and first.upstream_url.endswith("/v2/product-list")
+    assert first.upstream_url and "/v2/product-list?" in first.upstream_url
     assert first.upstream_status == 200 and first.upstream_duration_ms is not None
     assert first.duration_ms >= first.upstream_duration_ms
     assert first.trace_id and len(first.trace_id) == 32
