@@ -154,13 +154,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 token_ttl=settings.sandbox_token_ttl,
             ),
         )
-    app.add_middleware(RequestContextMiddleware, access_log=True)
-    if app.state.tracer_provider is not None:
+    provider = app.state.tracer_provider
+    lean_tracing = provider is not None and settings.tracing_server_spans == "sluice"
+    app.add_middleware(
+        RequestContextMiddleware,
+        access_log=True,
+        tracer=provider.get_tracer("sluice.http") if lean_tracing else None,
+    )
+    if provider is not None and not lean_tracing:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
         FastAPIInstrumentor.instrument_app(
             app,
-            tracer_provider=app.state.tracer_provider,
+            tracer_provider=provider,
             excluded_urls="/health/,/metrics,/sandbox/,/admin/",
             exclude_spans=["receive", "send"],
         )

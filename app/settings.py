@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -79,6 +80,10 @@ class Settings(BaseSettings):
     # none) and OTEL_EXPORTER_OTLP_* variables. Fraction of new traces sampled.
     trace_sample_ratio: float = 1.0
     tracing_enabled: bool = True
+    # Who makes the server span of each request: "sluice" (a lean span in Sluice's own
+    # middleware, ~10x cheaper per request) or "otel" (opentelemetry-instrumentation-fastapi,
+    # with its richer attribute set). See the README's benchmark section for the costs.
+    tracing_server_spans: Literal["sluice", "otel"] = "sluice"
 
     # --- communication log ------------------------------------------------------------------
     commlog_enabled: bool = True
