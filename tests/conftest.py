@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from app.main import create_app
 from app.settings import Settings
 from app.state import AppState
-from tests.support import ROOT, free_port, start_process, stop_process, wait_http
+from tests.support import ROOT, Receiver, free_port, receiver_server, start_process, stop_process, wait_http
 
 PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -171,3 +171,10 @@ def start_app(make_settings: Callable[..., Settings]) -> Callable[..., Any]:
 async def sluice(start_app: Callable[..., Any], sandbox: Sandbox) -> AsyncIterator[Running]:
     async with start_app() as running:
         yield running
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A webhook receiver server (Slack, Datadog, New Relic stand-ins) on a loopback port."""
+    async with receiver_server() as recv:
+        yield recv

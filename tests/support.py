@@ -8,10 +8,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
+from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,3 +72,39 @@ async def eventually(check: Callable[[], object], timeout: float = 5.0, interval
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+class Receiver:
+    """A real HTTP server on loopback that records every POST; can be told to fail or hang."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.fail = False
+        self.hanging = False
+        self.release = asyncio.Event()
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append(
+            {"path": request.path, "headers": dict(request.headers), "json": await request.json()}
+        )
+        if self.hanging:
+            await self.release.wait()
+        return web.json_response({}, status=500 if self.fail else 202)
+
+
+@asynccontextmanager
+async def receiver_server() -> AsyncIterator[Receiver]:
+    recv = Receiver()
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", recv.handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    recv.url = f"http://127.0.0.1:{port}"
+    try:
+        yield recv
+    finally:
+        recv.release.set()
+        await runner.cleanup()

@@ -3,46 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-from aiohttp import web
-
 from tests.conftest import Sandbox
-from tests.support import eventually, free_port
-
-
-class Receiver:
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.requests.append(
-            {"path": request.path, "headers": dict(request.headers), "json": await request.json()}
-        )
-        return web.json_response({"ok": True}, status=202)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
-    recv = Receiver()
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", recv.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield recv, f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+from tests.support import Receiver, eventually
 
 
 async def test_partner_failure_is_notified_to_every_target(
-    start_app: Any, sandbox: Sandbox, receiver: tuple[Receiver, str]
+    start_app: Any, sandbox: Sandbox, receiver: Receiver
 ) -> None:
-    recv, url = receiver
+    recv, url = receiver, receiver.url
     async with start_app(
         notify_slack_webhook_url=f"{url}/slack",
         notify_datadog_url=f"{url}/api/v1/events",
@@ -69,10 +39,8 @@ async def test_partner_failure_is_notified_to_every_target(
     assert newrelic["json"][0]["code"] == "partner_error"
 
 
-async def test_business_errors_are_not_notified(
-    start_app: Any, sandbox: Sandbox, receiver: tuple[Receiver, str]
-) -> None:
-    recv, url = receiver
+async def test_business_errors_are_not_notified(start_app: Any, sandbox: Sandbox, receiver: Receiver) -> None:
+    recv, url = receiver, receiver.url
     async with start_app(notify_slack_webhook_url=f"{url}/slack") as sluice:
         response = await sluice.client.get(
             "/v1/products", params={"product_code": "TRIGGER-U01"}, headers=sluice.headers()
@@ -82,10 +50,8 @@ async def test_business_errors_are_not_notified(
     assert recv.requests == []
 
 
-async def test_breaker_opening_is_notified(
-    start_app: Any, sandbox: Sandbox, receiver: tuple[Receiver, str]
-) -> None:
-    recv, url = receiver
+async def test_breaker_opening_is_notified(start_app: Any, sandbox: Sandbox, receiver: Receiver) -> None:
+    recv, url = receiver, receiver.url
     async with start_app(notify_slack_webhook_url=f"{url}/slack", breaker_fail_max=2) as sluice:
         for _ in range(3):
             await sluice.client.get(

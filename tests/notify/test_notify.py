@@ -5,49 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from app.notify import ErrorEvent, Notifier
 from app.settings import Settings
-from tests.support import eventually, free_port
-
-
-class Receiver:
-    """Records requests; can be told to fail or to hang."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.fail = False
-        self.hang = asyncio.Event()
-        self.hanging = False
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.requests.append(
-            {"path": request.path, "headers": dict(request.headers), "json": await request.json()}
-        )
-        if self.hanging:
-            await self.hang.wait()
-        return web.json_response({}, status=500 if self.fail else 202)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
-    recv = Receiver()
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", recv.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield recv, f"http://127.0.0.1:{port}"
-    finally:
-        recv.hang.set()
-        await runner.cleanup()
+from tests.support import Receiver, eventually, free_port
 
 
 def _settings(url: str, **overrides: Any) -> Settings:
@@ -85,8 +49,8 @@ def _event(**overrides: Any) -> ErrorEvent:
     return ErrorEvent(**values)
 
 
-async def test_each_vendor_gets_its_exact_shape(receiver: tuple[Receiver, str]) -> None:
-    recv, url = receiver
+async def test_each_vendor_gets_its_exact_shape(receiver: Receiver) -> None:
+    recv, url = receiver, receiver.url
     notifier = Notifier(_settings(url))
     await notifier.start()
     assert notifier.notify(_event())
@@ -114,8 +78,8 @@ async def test_each_vendor_gets_its_exact_shape(receiver: tuple[Receiver, str]) 
     assert all(not isinstance(v, dict | list) for v in event.values())
 
 
-async def test_notify_never_waits_for_the_receiver(receiver: tuple[Receiver, str]) -> None:
-    recv, url = receiver
+async def test_notify_never_waits_for_the_receiver(receiver: Receiver) -> None:
+    recv, url = receiver, receiver.url
     recv.hanging = True
     notifier = Notifier(_settings(url, notify_timeout=0.5))
     await notifier.start()
@@ -128,8 +92,8 @@ async def test_notify_never_waits_for_the_receiver(receiver: tuple[Receiver, str
     await notifier.stop(drain_timeout=2)
 
 
-async def test_duplicates_are_suppressed_and_counted(receiver: tuple[Receiver, str]) -> None:
-    recv, url = receiver
+async def test_duplicates_are_suppressed_and_counted(receiver: Receiver) -> None:
+    recv, url = receiver, receiver.url
     notifier = Notifier(
         _settings(url, notify_dedup_window=0.3, notify_datadog_api_key=None, notify_newrelic_api_key=None)
     )
@@ -146,8 +110,8 @@ async def test_duplicates_are_suppressed_and_counted(receiver: tuple[Receiver, s
     assert "2 similar errors suppressed" in texts[-1]
 
 
-async def test_queue_full_drops(receiver: tuple[Receiver, str]) -> None:
-    _, url = receiver
+async def test_queue_full_drops(receiver: Receiver) -> None:
+    url = receiver.url
     notifier = Notifier(_settings(url, notify_queue_size=2, notify_dedup_window=0))
     # Not started: nothing drains the queue.
     assert notifier.notify(_event(code="a"))
@@ -156,9 +120,9 @@ async def test_queue_full_drops(receiver: tuple[Receiver, str]) -> None:
 
 
 async def test_failing_target_is_logged_not_raised(
-    receiver: tuple[Receiver, str], caplog: pytest.LogCaptureFixture
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
-    recv, url = receiver
+    recv, url = receiver, receiver.url
     recv.fail = True
     dead = f"http://127.0.0.1:{free_port()}"
     notifier = Notifier(_settings(url, notify_slack_webhook_url=f"{dead}/slack"))
@@ -181,8 +145,8 @@ async def test_disabled_without_targets() -> None:
     await notifier.stop()
 
 
-async def test_partial_credentials_do_not_enable_a_target(receiver: tuple[Receiver, str]) -> None:
-    _, url = receiver
+async def test_partial_credentials_do_not_enable_a_target(receiver: Receiver) -> None:
+    url = receiver.url
     notifier = Notifier(
         _settings(
             url, notify_slack_webhook_url=None, notify_datadog_api_key=None, notify_newrelic_account_id=None
