@@ -143,7 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(partner_router)
     app.include_router(commlog_router)
-    if settings.sandbox_enabled:
+    if settings.mount_sandbox:
         from app.sandbox import create_sandbox_app
 
         app.mount(

@@ -110,8 +110,10 @@ class Settings(BaseSettings):
     notify_timeout: float = 5.0
 
     # --- sandbox partner ---------------------------------------------------------------------
-    # Mount the sandbox partner at /sandbox (the embedded default points the connector at it).
-    sandbox_enabled: bool = True
+    # Mount the sandbox partner at /sandbox. Unset: mounted only while PARTNER_BASE_URL is unset
+    # (the embedded default points the connector at it), so a production deployment never
+    # exposes a fake partner by accident.
+    sandbox_enabled: bool | None = None
     sandbox_token_ttl: int = 3600
 
     @field_validator("trace_sample_ratio")
@@ -130,6 +132,10 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def mount_sandbox(self) -> bool:
+        return self.sandbox_enabled if self.sandbox_enabled is not None else self.partner_base_url is None
 
     @property
     def effective_partner_base_url(self) -> str:
