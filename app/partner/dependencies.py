@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 
 from app.errors import InvalidHeader, MissingHeader, UnsupportedMediaType
+from app.partner.schemas import ProductQuery
 from app.state import AppState
 from app.upstream.client import PartnerClient
 
@@ -18,8 +21,11 @@ _LANGUAGE = re.compile(r"^[A-Za-z0-9-]{1,35}$")
 
 @dataclass(frozen=True, slots=True)
 class CallerContext:
+    """Who is calling (X-Client-ID), in which language, and the partner client to call."""
+
     client_id: str
     language: str
+    partner: PartnerClient
 
     def partner_headers(self) -> dict[str, str]:
         return {"X-Language-ID": self.language, "X-Client-ID": self.client_id}
@@ -45,7 +51,8 @@ async def caller_context(request: Request) -> CallerContext:
         raise MissingHeader("X-Language-ID", "Send the language in X-Language-ID or Accept-Language")
     if not _LANGUAGE.match(language):
         raise InvalidHeader("X-Language-ID", "The language must be a language tag such as en or id-ID")
-    return CallerContext(client_id=client_id, language=language)
+    state: AppState = request.app.state.sluice
+    return CallerContext(client_id=client_id, language=language, partner=state.partner)
 
 
 async def require_json_body(request: Request) -> None:
@@ -62,10 +69,38 @@ async def require_json_body(request: Request) -> None:
     )
 
 
-async def get_partner(request: Request) -> PartnerClient:
-    state: AppState = request.app.state.sluice
-    return state.partner
+async def product_query(request: Request) -> ProductQuery:
+    """The query of GET /v1/products, validated by its model.
+
+    Validated here rather than with a `Query()` model parameter: FastAPI re-inspects such a
+    model's annotations on every request, which measured as the largest single cost of the route.
+    """
+    try:
+        return ProductQuery.model_validate(dict(request.query_params))
+    except ValidationError as exc:
+        errors = [
+            {**e, "loc": ["query", *e["loc"]]} for e in exc.errors(include_url=False, include_context=False)
+        ]
+        raise RequestValidationError(errors) from None
+
+
+def query_parameters(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI `parameters` describing `model` as query parameters (for openapi_extra)."""
+    schema = model.model_json_schema()
+    required = set(schema.get("required", []))
+    return {
+        "parameters": [
+            {
+                "name": name,
+                "in": "query",
+                "required": name in required,
+                "schema": {k: v for k, v in prop.items() if k != "title"},
+                **({"description": prop["description"]} if "description" in prop else {}),
+            }
+            for name, prop in schema["properties"].items()
+        ]
+    }
 
 
 CallerDep = Annotated[CallerContext, Depends(caller_context)]
-PartnerDep = Annotated[PartnerClient, Depends(get_partner)]
+ProductQueryDep = Annotated[ProductQuery, Depends(product_query)]

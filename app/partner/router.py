@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Response
 
 from app.observability import current_request_id
 from app.partner import service
-from app.partner.dependencies import CallerDep, PartnerDep, require_json_body
+from app.partner.dependencies import CallerDep, ProductQueryDep, query_parameters, require_json_body
 from app.partner.handler import GatewayRoute
 from app.partner.schemas import Envelope, InquiryRequest, ProductQuery, PurchaseRequest
 from app.security import require_scopes
@@ -41,11 +41,15 @@ def _envelope(data: Any, meta: dict[str, Any], status: int = 200) -> Response:
     )
 
 
-@router.get("/products", response_model=Envelope, responses=_ERRORS, summary="List the partner's products")
-async def list_products(
-    caller: CallerDep, partner: PartnerDep, query: Annotated[ProductQuery, Query()]
-) -> Response:
-    data, meta = await service.list_products(partner, caller, query)
+@router.get(
+    "/products",
+    response_model=Envelope,
+    responses=_ERRORS,
+    summary="List the partner's products",
+    openapi_extra=query_parameters(ProductQuery),
+)
+async def list_products(caller: CallerDep, query: ProductQueryDep) -> Response:
+    data, meta = await service.list_products(caller, query)
     return _envelope(data, meta)
 
 
@@ -56,8 +60,8 @@ async def list_products(
     dependencies=[Depends(require_json_body)],
     summary="Check a bill (partner inquiry)",
 )
-async def create_inquiry(caller: CallerDep, partner: PartnerDep, inquiry: InquiryRequest) -> Response:
-    data, meta = await service.check_bill(partner, caller, inquiry)
+async def create_inquiry(caller: CallerDep, inquiry: InquiryRequest) -> Response:
+    data, meta = await service.check_bill(caller, inquiry)
     return _envelope(data, meta)
 
 
@@ -69,16 +73,15 @@ async def create_inquiry(caller: CallerDep, partner: PartnerDep, inquiry: Inquir
     dependencies=[Depends(require_json_body)],
     summary="Buy a product (partner order)",
 )
-async def create_purchase(caller: CallerDep, partner: PartnerDep, purchase: PurchaseRequest) -> Response:
-    data, meta = await service.create_purchase(partner, caller, purchase)
+async def create_purchase(caller: CallerDep, purchase: PurchaseRequest) -> Response:
+    data, meta = await service.create_purchase(caller, purchase)
     return _envelope(data, meta, status=201)
 
 
 @router.get("/purchases/{purchase_id}", response_model=Envelope, responses=_ERRORS, summary="Get a purchase")
 async def get_purchase(
     caller: CallerDep,
-    partner: PartnerDep,
     purchase_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-]+$")],
 ) -> Response:
-    data, meta = await service.get_purchase(partner, caller, purchase_id)
+    data, meta = await service.get_purchase(caller, purchase_id)
     return _envelope(data, meta)

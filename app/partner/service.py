@@ -6,7 +6,7 @@ from typing import Any
 
 from app.partner.dependencies import CallerContext
 from app.partner.schemas import InquiryRequest, ProductQuery, PurchaseRequest
-from app.upstream.client import PartnerClient, UpstreamResponse
+from app.upstream.client import UpstreamResponse
 
 
 def _meta(response: UpstreamResponse, **extra: Any) -> dict[str, Any]:
@@ -18,33 +18,27 @@ def _meta(response: UpstreamResponse, **extra: Any) -> dict[str, Any]:
     return meta
 
 
-async def list_products(
-    partner: PartnerClient, caller: CallerContext, query: ProductQuery
-) -> tuple[Any, dict[str, Any]]:
+async def list_products(caller: CallerContext, query: ProductQuery) -> tuple[Any, dict[str, Any]]:
     """The partner's product list, filtered and paginated as asked."""
     params = query.model_dump(exclude_none=True)
-    response = await partner.request(
+    response = await caller.partner.request(
         "GET", "/v2/product-list", endpoint="product-list", params=params, headers=caller.partner_headers()
     )
     count = len(response.data) if isinstance(response.data, list) else None
     return response.data, _meta(response, page=query.page, per_page=query.per_page, count=count)
 
 
-async def check_bill(
-    partner: PartnerClient, caller: CallerContext, inquiry: InquiryRequest
-) -> tuple[Any, dict[str, Any]]:
+async def check_bill(caller: CallerContext, inquiry: InquiryRequest) -> tuple[Any, dict[str, Any]]:
     """Ask the partner whether a bill is payable (inquiry)."""
-    response = await partner.request(
+    response = await caller.partner.request(
         "POST", "/v2/inquiry", endpoint="inquiry", json=inquiry.model_dump(), headers=caller.partner_headers()
     )
     return response.data, _meta(response)
 
 
-async def create_purchase(
-    partner: PartnerClient, caller: CallerContext, purchase: PurchaseRequest
-) -> tuple[Any, dict[str, Any]]:
+async def create_purchase(caller: CallerContext, purchase: PurchaseRequest) -> tuple[Any, dict[str, Any]]:
     """Place an order at the partner."""
-    response = await partner.request(
+    response = await caller.partner.request(
         "POST",
         "/v2/order",
         endpoint="order",
@@ -54,11 +48,9 @@ async def create_purchase(
     return response.data, _meta(response)
 
 
-async def get_purchase(
-    partner: PartnerClient, caller: CallerContext, purchase_id: str
-) -> tuple[Any, dict[str, Any]]:
+async def get_purchase(caller: CallerContext, purchase_id: str) -> tuple[Any, dict[str, Any]]:
     """The partner's view of an order."""
-    response = await partner.request(
+    response = await caller.partner.request(
         "GET", f"/v2/order/{purchase_id}", endpoint="order-detail", headers=caller.partner_headers()
     )
     return response.data, _meta(response)
