@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import select
 
 from app.commlog import service
@@ -167,3 +168,57 @@ async def test_purge_deletes_rows_past_retention(sluice: Running) -> None:
     deleted = await service.purge_older_than(sluice.state.sessionmaker, timedelta(days=30))
     assert deleted >= 2
     assert len(await _rows(sluice, old_client)) == 1
+
+
+async def test_entries_survive_a_database_outage(make_settings, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    from app.commlog.service import CommLogWriter
+    from app.db import create_engine
+    from tests.support import free_port
+
+    settings = make_settings()
+    down = create_engine(
+        make_settings(database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x")
+    )
+    up = create_engine(settings)
+    client_id = f"outage-{uuid.uuid4().hex[:8]}"
+    try:
+        writer = CommLogWriter(settings, down)
+        for i in range(3):
+            writer.enqueue(
+                {
+                    "created_at": datetime.now(UTC),
+                    "client_id": client_id,
+                    "method": "GET",
+                    "path": f"/{i}",
+                    "status": 200,
+                    "duration_ms": 1.0,
+                }
+            )
+        with pytest.raises(OSError):
+            await writer.flush()
+        assert writer.pending == 3  # kept for the next try, in order
+        writer._engine = up  # the database is back
+        assert await writer.flush() == 3
+        async with up.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(CommLog.path).where(CommLog.client_id == client_id).order_by(CommLog.id)
+                )
+            ).all()
+        assert [r.path for r in rows] == ["/0", "/1", "/2"]
+    finally:
+        await down.dispose()
+        await up.dispose()
+
+
+async def test_buffer_is_bounded(make_settings) -> None:  # type: ignore[no-untyped-def]
+    from app.commlog.service import CommLogWriter
+    from app.db import create_engine
+
+    settings = make_settings(commlog_buffer_max=2)
+    engine = create_engine(settings)
+    writer = CommLogWriter(settings, engine)
+    for i in range(5):
+        writer.enqueue({"path": f"/{i}"})
+    assert [e["path"] for e in writer._buffer] == ["/3", "/4"]  # the oldest were dropped (and counted)
+    await engine.dispose()
