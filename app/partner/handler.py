@@ -8,12 +8,12 @@ the log is buffered and notifications are queued.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
@@ -25,14 +25,10 @@ from app.security import authenticate_request
 from app.state import AppState
 from app.upstream.client import UpstreamExchange, exchange_var
 
-logger = logging.getLogger("sluice.gateway")
-
 
 def _error_fields(response: Response) -> tuple[str | None, dict[str, Any]]:
     if response.media_type != "application/problem+json":
         return None, {}
-    import orjson
-
     try:
         body = orjson.loads(bytes(response.body))
     except (orjson.JSONDecodeError, TypeError):
@@ -58,7 +54,10 @@ class GatewayRoute(APIRoute):
             except Exception as exc:
                 rendered = render_exception(request, exc)
                 if rendered is None:
-                    _record(state, request, route_path, 500, None, "internal_error", exchange, started)
+                    # The request middleware answers 500; log and notify it here all the same.
+                    _record(state, request, 500, None, "internal_error", exchange, started)
+                    problem = {"title": "Internal server error", "detail": type(exc).__name__}
+                    _notify(state, request, route_path, 500, "internal_error", problem)
                     raise
                 response = rendered
             finally:
@@ -67,7 +66,6 @@ class GatewayRoute(APIRoute):
             _record(
                 state,
                 request,
-                route_path,
                 response.status_code,
                 bytes(response.body),
                 code,
@@ -84,7 +82,6 @@ class GatewayRoute(APIRoute):
 def _record(
     state: AppState,
     request: Request,
-    route_path: str,
     status: int,
     response_body: bytes | None,
     error_code: str | None,

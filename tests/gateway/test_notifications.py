@@ -62,3 +62,20 @@ async def test_breaker_opening_is_notified(start_app: Any, sandbox: Sandbox, rec
             return " ".join(str(r["json"]) for r in recv.requests)
 
         await eventually(lambda: "breaker_state_change" in texts() and "circuit_open" in texts())
+
+
+async def test_unexpected_errors_are_logged_and_notified(
+    start_app: Any, sandbox: Sandbox, receiver: Receiver
+) -> None:
+    async with start_app(notify_slack_webhook_url=f"{receiver.url}/slack") as sluice:
+        # A partner client that breaks in an unforeseen way (a bug, not a partner failure).
+        async def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("bug in the client")
+
+        sluice.state.partner.request = broken  # type: ignore[method-assign]
+        response = await sluice.client.get("/v1/products", headers=sluice.headers(**{"X-Client-ID": "bug-1"}))
+        assert response.status_code == 500
+        assert response.json()["code"] == "internal_error"
+        assert "bug in the client" not in response.text
+        await eventually(lambda: receiver.requests)
+    assert "internal_error" in receiver.requests[0]["json"]["text"]
