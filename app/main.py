@@ -27,6 +27,7 @@ from app.redis import create_redis
 from app.security import Authenticator, document_security
 from app.settings import Settings, get_settings
 from app.state import AppState
+from app.upstream.breaker import StateListener
 from app.upstream.client import PartnerClient
 
 logger = logging.getLogger("sluice")
@@ -39,7 +40,7 @@ Errors are `application/problem+json` with a stable `code` and the `request_id`.
 """
 
 
-def _breaker_notifier(notifier: Notifier):  # type: ignore[no-untyped-def]
+def _breaker_notifier(notifier: Notifier) -> StateListener:
     def on_change(name: str, old: str, new: str) -> None:
         notifier.notify(
             ErrorEvent(

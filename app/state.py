@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -30,4 +30,3 @@ class AppState:
     notifier: Notifier
     commlog: CommLogWriter
     partner: PartnerClient
-    extras: dict[str, Any] = field(default_factory=dict)
