@@ -32,3 +32,11 @@ def test_sample_ratio_is_checked() -> None:
 def test_secrets_do_not_show_in_repr() -> None:
     settings = Settings(_env_file=None, partner_client_secret="s3cr3t", bootstrap_admin_key="adm1n")  # type: ignore[call-arg]
     assert "s3cr3t" not in repr(settings) and "adm1n" not in repr(settings)
+
+
+def test_every_setting_is_documented_in_env_example() -> None:
+    from tests.support import ROOT
+
+    text = (ROOT / ".env.example").read_text().upper()
+    missing = [name for name in Settings.model_fields if f"{name.upper()}=" not in text]
+    assert missing == []
