@@ -310,9 +310,10 @@ def start_sluice(
 
 def fmt_row(name: str, r: LoadResult | None, note: str = "") -> str:
     if r is None:
-        return f"{name:<10} {'-':>8} {'-':>9} {'-':>9} {'-':>7}  {note}".rstrip()
+        return f"{name:<10} {'-':>8} {'-':>9} {'-':>9} {'-':>11} {'-':>7}  {note}".rstrip()
     flag = "  <-- ERRORS" if r.errors else ""
-    return f"{name:<10} {r.rps:>8.0f} {r.p50_ms:>9.1f} {r.p99_ms:>9.1f} {r.errors:>7}{flag}"
+    cpu = f"{r.cpu_us_per_req:>11.0f}" if r.cpu_us_per_req is not None else f"{'-':>11}"
+    return f"{name:<10} {r.rps:>8.0f} {r.p50_ms:>9.1f} {r.p99_ms:>9.1f} {cpu} {r.errors:>7}{flag}"
 
 
 def describe_errors(name: str, r: LoadResult) -> str:
@@ -439,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
                         duration=args.duration,
                         warmup=args.warmup,
                         generator=generator,
+                        server_pid=child.proc.pid,
                     )
                     after = upstream_stats(upstream_url)
                     upstream_counts[target] = {k: after[k] - before.get(k, 0) for k in after}
@@ -468,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     base_r, sluice_r = results.get("baseline"), results.get("sluice")
     print()
     print(f"generator: {gen_label}, {args.connections} connections, {args.duration} s")
-    print(f"{'target':<10} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}")
+    print(f"{'target':<10} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'cpu us/req':>11} {'errors':>7}")
     for target in targets:
         print(fmt_row(target, results.get(target), "FAILED" if target in failures else ""))
 
@@ -483,6 +485,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{'ok' if ok_t else 'MISSED'}   p99 {p99:.2f}x (target <= {TARGET_P99_RATIO:.2f}) "
             f"{'ok' if ok_p else 'MISSED'}"
         )
+        if base_r.cpu_us_per_req and sluice_r.cpu_us_per_req:
+            ratio["cpu"] = base_r.cpu_us_per_req / sluice_r.cpu_us_per_req
+            print(
+                f"{'cpu':<10} {ratio['cpu']:.2f}x (baseline CPU per request / Sluice's: the throughput ratio "
+                "if both were CPU-bound on one core; steadier than req/s on a shared machine)"
+            )
     for target, r in results.items():
         if r.errors:
             print(describe_errors(target, r))

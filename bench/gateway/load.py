@@ -49,6 +49,9 @@ class LoadResult:
     non_200: dict[str, int] = field(default_factory=dict)
     # Socket-level failures (connect, read, write, timeout, or exception names).
     socket_errors: dict[str, int] = field(default_factory=dict)
+    # CPU time the server process spent per answered request during the measured run (wrk only).
+    # Far steadier than req/s on a shared machine: other load barely changes it.
+    cpu_us_per_req: float | None = None
 
     @property
     def errors(self) -> int:
@@ -192,7 +195,20 @@ def _run_wrk(
     )
 
 
-def run_wrk(url: str, headers: dict[str, str], connections: int, duration: int, warmup: int) -> LoadResult:
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(
+    url: str,
+    headers: dict[str, str],
+    connections: int,
+    duration: int,
+    warmup: int,
+    server_pid: int | None = None,
+) -> LoadResult:
     """One wrk thread (the 2-core machine keeps the other core for the server under test)."""
     label = wrk_version() or "wrk"
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
@@ -200,7 +216,11 @@ def run_wrk(url: str, headers: dict[str, str], connections: int, duration: int, 
         script.write_text(WRK_SCRIPT)
         if warmup > 0:
             _run_wrk(url, headers, connections, warmup, script, label)
-        return _run_wrk(url, headers, connections, duration, script, label)
+        cpu_before = process_cpu_seconds(server_pid) if server_pid else None
+        result = _run_wrk(url, headers, connections, duration, script, label)
+        if server_pid and cpu_before is not None and result.requests:
+            result.cpu_us_per_req = (process_cpu_seconds(server_pid) - cpu_before) / result.requests * 1e6
+        return result
 
 
 # ------------------------------------------------------------------------------ Python client
@@ -296,10 +316,11 @@ def run_load(
     duration: int,
     warmup: int,
     generator: str = "auto",
+    server_pid: int | None = None,
 ) -> LoadResult:
     """`generator`: "wrk", "python", or "auto" (wrk when installed, else the Python client)."""
     if generator == "wrk" or (generator == "auto" and shutil.which("wrk")):
-        return run_wrk(url, headers, connections, duration, warmup)
+        return run_wrk(url, headers, connections, duration, warmup, server_pid)
     return run_python(url, headers, connections, duration, warmup)
 
 
