@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 from prometheus_client import Counter, Gauge
-from sqlalchemy import delete, insert, select
+from sqlalchemy import String, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.commlog.models import CommLog
@@ -73,6 +73,13 @@ def body_text(raw: bytes | None, limit: int, *, redact: bool = True) -> str | No
 
 
 COPY_COLUMNS = [c.name for c in CommLog.__table__.columns if c.name != "id"]
+# Callers control some of these values (X-Client-ID, the path): cut them to their columns so that
+# one oversized value can never fail a whole batch.
+_LENGTH_LIMITS = [
+    (c.name, c.type.length)
+    for c in CommLog.__table__.columns
+    if isinstance(c.type, String) and c.type.length is not None
+]
 
 
 def _copy_value(value: Any) -> Any:
@@ -103,6 +110,10 @@ class CommLogWriter:
         """Add an entry; never blocks and never touches the database."""
         if not self._enabled:
             return
+        for name, limit in _LENGTH_LIMITS:
+            value = entry.get(name)
+            if isinstance(value, str) and len(value) > limit:
+                entry[name] = value[:limit]
         if len(self._buffer) >= self._max:
             self._buffer.popleft()
             COMMLOG_DROPPED.inc()
@@ -117,14 +128,35 @@ class CommLogWriter:
             while self._buffer:
                 batch = [self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))]
                 try:
-                    await self._write(batch)
+                    written += await self._write_or_split(batch)
                 except Exception:
+                    # The database is unreachable: keep everything, in order, for the next try.
                     self._buffer.extendleft(reversed(batch))
                     raise
-                written += len(batch)
-                COMMLOG_WRITTEN.inc(len(batch))
         COMMLOG_BUFFERED.set(len(self._buffer))
         return written
+
+    async def _write_or_split(self, batch: list[dict[str, Any]]) -> int:
+        """Write `batch`; if the database rejects its data, halve it until the bad rows are found.
+
+        A row the database refuses on its own is dropped (logged and counted) rather than
+        blocking every entry behind it forever. Connection failures propagate unchanged.
+        """
+        try:
+            await self._write(batch)
+        except (OSError, ConnectionError, TimeoutError):
+            raise
+        except Exception as exc:
+            if not _is_data_error(exc):
+                raise
+            if len(batch) == 1:
+                COMMLOG_DROPPED.inc()
+                logger.error("comm-log entry rejected by the database and dropped: %s", type(exc).__name__)
+                return 0
+            middle = len(batch) // 2
+            return await self._write_or_split(batch[:middle]) + await self._write_or_split(batch[middle:])
+        COMMLOG_WRITTEN.inc(len(batch))
+        return len(batch)
 
     async def _write(self, batch: list[dict[str, Any]]) -> None:
         async with self._engine.connect() as conn:
@@ -166,6 +198,20 @@ class CommLogWriter:
 
     def stop_waiting(self) -> None:
         self._wake.set()
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    """True when the database refused the rows themselves (not the connection)."""
+    import asyncpg
+    from sqlalchemy.exc import DataError, IntegrityError, StatementError
+
+    if isinstance(exc, DataError | IntegrityError):
+        return True
+    if isinstance(exc, StatementError) and exc.orig is not None:
+        exc = exc.orig
+    return isinstance(
+        exc, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError | ValueError | TypeError
+    )
 
 
 def encode_cursor(last_id: int) -> str:

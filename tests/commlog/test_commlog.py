@@ -222,3 +222,45 @@ async def test_buffer_is_bounded(make_settings) -> None:  # type: ignore[no-unty
         writer.enqueue({"path": f"/{i}"})
     assert [e["path"] for e in writer._buffer] == ["/3", "/4"]  # the oldest were dropped (and counted)
     await engine.dispose()
+
+
+async def test_oversized_caller_values_are_cut_to_their_columns(sluice: Running, sandbox: Sandbox) -> None:
+    client_id = "long-" + uuid.uuid4().hex[:8] + "x" * 300
+    response = await sluice.client.get("/v1/products", headers=sluice.headers(**{"X-Client-ID": client_id}))
+    assert response.status_code == 400  # invalid_header; and still logged
+    rows = await eventually(lambda: _rows_if(sluice, client_id[:128], 1))
+    assert isinstance(rows, list) and rows[0].error_code == "invalid_header"
+
+
+async def test_a_row_the_database_refuses_does_not_block_the_others(make_settings) -> None:  # type: ignore[no-untyped-def]
+    from app.commlog.service import CommLogWriter
+    from app.db import create_engine
+
+    settings = make_settings()
+    engine = create_engine(settings)
+    client_id = f"poison-{uuid.uuid4().hex[:8]}"
+    try:
+        writer = CommLogWriter(settings, engine)
+        for i in range(5):
+            writer.enqueue(
+                {
+                    "created_at": datetime.now(UTC),
+                    "client_id": client_id,
+                    "method": "GET",
+                    "path": f"/{i}",
+                    # Row 2 carries a value the status column cannot hold.
+                    "status": "not-a-status" if i == 2 else 200,
+                    "duration_ms": 1.0,
+                }
+            )
+        assert await writer.flush() == 4
+        assert writer.pending == 0
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(CommLog.path).where(CommLog.client_id == client_id).order_by(CommLog.id)
+                )
+            ).all()
+        assert [r.path for r in rows] == ["/0", "/1", "/3", "/4"]
+    finally:
+        await engine.dispose()
