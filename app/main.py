@@ -13,6 +13,10 @@ from fastapi import FastAPI
 from opentelemetry import trace
 
 from app import __version__
+from app.airlock import alerts as airlock_alerts
+from app.airlock import worker as airlock_worker
+from app.airlock.router import router as airlock_router
+from app.airlock.urls import UrlPolicy
 from app.commlog import worker as commlog_worker
 from app.commlog.router import router as commlog_router
 from app.commlog.service import CommLogWriter
@@ -27,6 +31,12 @@ from app.redis import create_redis
 from app.security import Authenticator, document_security
 from app.settings import Settings, get_settings
 from app.state import AppState
+from app.throttling import worker as throttling_worker
+from app.throttling.errors import AuthoringError
+from app.throttling.errors import handle as handle_authoring_error
+from app.throttling.limiter import ThrottleGate
+from app.throttling.router import router as throttling_router
+from app.throttling.router import runtime_router as throttling_runtime_router
 from app.upstream.breaker import StateListener
 from app.upstream.client import PartnerClient
 
@@ -44,7 +54,7 @@ def _breaker_notifier(notifier: Notifier) -> StateListener:
     def on_change(name: str, old: str, new: str) -> None:
         notifier.notify(
             ErrorEvent(
-                code="breaker_state_change",
+                code=f"breaker_{new}",  # one code per state: each has its own dedup fingerprint
                 status=503 if new == "open" else 0,
                 title=f"Circuit breaker {name}: {old} -> {new}",
                 detail=f"Calls to {name} are {'paused' if new == 'open' else 'resumed' if new == 'closed' else 'on trial'}",
@@ -58,8 +68,15 @@ def _breaker_notifier(notifier: Notifier) -> StateListener:
 def _start_loops(state: AppState, stop: asyncio.Event) -> list[asyncio.Task[None]]:
     # The comm-log writer owns the buffer, so it runs even on an HTTP-only replica.
     tasks = [asyncio.create_task(state.commlog.run(stop), name="commlog-writer")]
+    # Every replica enforces the deployed throttling rules, so every replica follows them.
+    tasks.append(asyncio.create_task(state.throttle.run(stop), name="throttling-rules"))
     if state.settings.run_workers:
         tasks.append(asyncio.create_task(commlog_worker.run_purge(state, stop), name="commlog-purge"))
+        tasks.append(asyncio.create_task(airlock_worker.run(state, stop), name="airlock-delivery"))
+        tasks.append(asyncio.create_task(airlock_worker.run_cleanup(state, stop), name="airlock-cleanup"))
+        tasks.append(
+            asyncio.create_task(throttling_worker.run_maintenance(state, stop), name="throttling-maintenance")
+        )
     return tasks
 
 
@@ -81,6 +98,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         base_url=settings.effective_partner_base_url,
         on_breaker_change=_breaker_notifier(notifier),
     )
+    throttle = ThrottleGate(settings, redis, sessionmaker)
+    partner.throttle = throttle
     state = AppState(
         settings=settings,
         engine=engine,
@@ -92,6 +111,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         notifier=notifier,
         commlog=CommLogWriter(settings, engine),
         partner=partner,
+        url_policy=UrlPolicy(settings),
+        throttle=throttle,
+        app=app,
     )
     app.state.sluice = state
     if not getattr(app.state, "admin_mounted", False):
@@ -99,6 +121,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
         mount_admin(app, state)
         app.state.admin_mounted = True
+    try:
+        await throttle.reload()
+    except Exception as exc:
+        # Not fatal: the rules loop keeps trying; until then no configuration is enforced.
+        logger.error("could not load the throttling configurations at start-up: %r", exc)
     stop = asyncio.Event()
     tasks = _start_loops(state, stop)
     if settings.gc_freeze:
@@ -112,12 +139,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         stop.set()
         state.commlog.stop_waiting()
-        done, pending = await asyncio.wait(tasks, timeout=15)
+        # The delivery loop gives running calls airlock_shutdown_grace seconds, then releases them.
+        done, pending = await asyncio.wait(tasks, timeout=settings.airlock_shutdown_grace + 10)
         for task in pending:
             task.cancel()
         for task in done:
             if not task.cancelled() and task.exception() is not None:
                 logger.error("background loop %s ended with %r", task.get_name(), task.exception())
+        await airlock_alerts.drain()
         await partner.aclose()
         await notifier.stop()
         with contextlib.suppress(Exception):
@@ -140,10 +169,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.tracer_provider = setup_tracing(settings)
     install_error_handlers(app)
+    app.add_exception_handler(AuthoringError, handle_authoring_error)
     document_security(app)
     app.include_router(health_router)
     app.include_router(partner_router)
     app.include_router(commlog_router)
+    app.include_router(airlock_router)
+    app.include_router(throttling_router, prefix=settings.throttling_base_path.rstrip("/"))
+    app.include_router(throttling_runtime_router)
     if settings.mount_sandbox:
         from app.sandbox import create_sandbox_app
 

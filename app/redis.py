@@ -17,9 +17,15 @@ Redis = aioredis.Redis
 
 def create_redis(settings: Settings) -> Redis:
     if settings.redis_url:
-        return aioredis.from_url(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=settings.redis_max_connections,
+            timeout=5,
+            socket_timeout=5,
+            socket_connect_timeout=5,
+            health_check_interval=30,
         )
+        return aioredis.Redis(connection_pool=pool)
     import fakeredis
 
     client: Any = fakeredis.FakeAsyncRedis()

@@ -42,6 +42,32 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     # Prefix for every Redis key, so that several deployments (or test runs) share a server.
     redis_key_prefix: str = "sluice:"
+    # Connections to Redis per process. When all are busy a command waits for one (up to the
+    # socket timeout) instead of failing: a burst of throttled calls queues here, not as errors.
+    redis_max_connections: int = 64
+
+    # --- throttling (seed 004) ----------------------------------------------------------
+    # Base path of the throttling-configuration API: a client of the original changes only its
+    # base URL.
+    throttling_base_path: str = "/authoring"
+    # Sandboxes that exist (others answer error 4000), and those that are production (the
+    # only ones where configurations may be managed; others answer 1463). Comma-separated.
+    throttling_sandboxes: str = "prod,dev,stage"
+    throttling_production_sandboxes: str = "prod"
+    # How long an outbound call may wait for its slot before it is queued (if it can go
+    # asynchronous) or refused with 429.
+    throttle_max_wait: float = 2.0
+    # How far ahead a call that can go asynchronous may be queued (the original: 6 hours).
+    throttle_queue_horizon: float = 21_600.0
+    # Slots are spaced 1/(maxThroughput x (1 - margin)) apart: the margin absorbs the jitter
+    # between a slot and the moment the call leaves, so no second carries more than the limit.
+    throttle_safety_margin: float = 0.0075
+    # How often each replica checks the rules' version key (besides pub/sub messages).
+    throttle_refresh_interval: float = 0.5
+    # The airlock takes a queued call this early and waits for its slot in memory.
+    throttle_queue_lookahead: float = 1.0
+    # After an undeploy, calls queued under the old runtime version still run this long.
+    throttle_undeploy_grace: float = 86_400.0
 
     # --- security ------------------------------------------------------------------------
     # An admin key accepted without a database row (all scopes), for bootstrapping.
@@ -109,6 +135,52 @@ class Settings(BaseSettings):
     notify_queue_size: int = 1000
     notify_timeout: float = 5.0
 
+    # --- async-call airlock (seed 001) -----------------------------------------------------
+    # Defaults of a connector with no stored settings: attempts per phase, and the first retry
+    # delay in seconds, doubled after each failed attempt (13 and 30 s: ~2.8 days of retries).
+    airlock_ttl: int = 13
+    airlock_delay: float = 30.0
+    # Each backoff delay is spread by up to this fraction, so retries of a burst do not align.
+    airlock_jitter: float = 0.1
+    # Calls a worker process handles at once, and rows it claims per query.
+    airlock_concurrency: int = 64
+    airlock_batch_size: int = 100
+    # Seconds a claimed call belongs to its worker; past it (the worker died) it is claimed again.
+    airlock_lease: float = 120.0
+    # Polling backstop of the Postgres LISTEN/NOTIFY wake-up, in seconds.
+    airlock_poll_interval: float = 2.0
+    # At shutdown, running calls get this many seconds to finish; the rest are released.
+    airlock_shutdown_grace: float = 10.0
+    # Seconds the $reply receiver has to answer 2xx.
+    airlock_reply_timeout: float = 15.0
+    # A receiver's Retry-After is honoured up to this many seconds.
+    airlock_retry_after_max: float = 86_400.0
+    # Largest request body accepted for later execution, in bytes.
+    airlock_max_body: int = 1_048_576
+    # Finished calls (DONE, *_ERROR, CANCELLED) are deleted after this many days.
+    airlock_retention_days: float = 90.0
+    airlock_cleanup_interval: float = 3600.0
+    # A rotated-out webhook secret keeps signing (second signature) for this many hours.
+    webhook_secret_overlap_hours: float = 24.0
+    # $reply and error URLs: private, loopback and link-local addresses are refused unless allowed.
+    reply_url_allow_loopback: bool = False
+    reply_url_allow_private: bool = False
+    # Comma-separated host names (or *.suffix patterns). Allow list: when set, only these hosts;
+    # deny list: never these hosts.
+    reply_url_allow_hosts: str = ""
+    reply_url_deny_hosts: str = ""
+
+    # --- e-mail (airlock error reports) -------------------------------------------------------
+    # Unset host: no e-mail is sent (error URLs and notifiers still are).
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    # "starttls" upgrades a plain connection, "tls" connects with TLS (port 465), "none" is plain.
+    smtp_security: Literal["none", "starttls", "tls"] = "none"
+    smtp_from: str = "sluice@localhost"
+    smtp_timeout: float = 10.0
+
     # --- sandbox partner ---------------------------------------------------------------------
     # Mount the sandbox partner at /sandbox. Unset: mounted only while PARTNER_BASE_URL is unset
     # (the embedded default points the connector at it), so a production deployment never
@@ -122,6 +194,22 @@ class Settings(BaseSettings):
         if not 0.0 <= value <= 1.0:
             raise ValueError("trace_sample_ratio must be between 0 and 1")
         return value
+
+    @field_validator("throttle_safety_margin")
+    @classmethod
+    def _margin_in_range(cls, value: float) -> float:
+        if not 0.0 <= value < 0.5:
+            raise ValueError("throttle_safety_margin must be at least 0 and below 0.5")
+        return value
+
+    @property
+    def known_sandboxes(self) -> frozenset[str]:
+        names = self.throttling_sandboxes.split(",") + self.throttling_production_sandboxes.split(",")
+        return frozenset(n.strip() for n in names if n.strip())
+
+    @property
+    def production_sandboxes(self) -> frozenset[str]:
+        return frozenset(n.strip() for n in self.throttling_production_sandboxes.split(",") if n.strip())
 
     @property
     def effective_database_url(self) -> str:

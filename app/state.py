@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Tracer
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+    from app.airlock.urls import UrlPolicy
     from app.commlog.service import CommLogWriter
     from app.notify import Notifier
     from app.redis import Redis
     from app.security import Authenticator
     from app.settings import Settings
+    from app.throttling.limiter import ThrottleGate
     from app.upstream.client import PartnerClient
 
 
@@ -30,3 +34,9 @@ class AppState:
     notifier: Notifier
     commlog: CommLogWriter
     partner: PartnerClient
+    url_policy: UrlPolicy
+    throttle: ThrottleGate
+    # The app itself: the airlock's delivery loop replays stored calls through its routes.
+    app: FastAPI | None = None
+    # Set when a call becomes due in this process (wakes the delivery loop without Postgres NOTIFY).
+    airlock_wake: asyncio.Event = field(default_factory=asyncio.Event)

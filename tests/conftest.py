@@ -27,6 +27,13 @@ from tests.support import ROOT, Receiver, free_port, receiver_server, start_proc
 PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN_KEY = "test-admin-" + uuid.uuid4().hex
+# Every Redis key of this test session starts with this, so that the session's clean-up never
+# touches the keys of another session running at the same time on the same server.
+REDIS_SESSION_PREFIX = f"sluicetest:{uuid.uuid4().hex[:8]}:"
+
+
+def new_redis_prefix() -> str:
+    return f"{REDIS_SESSION_PREFIX}{uuid.uuid4().hex[:12]}:"
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +107,7 @@ async def sandbox(sandbox_url: str) -> AsyncIterator[Sandbox]:
 
 @pytest.fixture
 def redis_prefix() -> str:
-    return f"sluicetest:{uuid.uuid4().hex[:12]}:"
+    return new_redis_prefix()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -108,7 +115,7 @@ async def _cleanup_redis() -> AsyncIterator[None]:
     yield
     client = aioredis.from_url(REDIS_URL)
     try:
-        keys = [k async for k in client.scan_iter(match="sluicetest:*", count=1000)]
+        keys = [k async for k in client.scan_iter(match=f"{REDIS_SESSION_PREFIX}*", count=1000)]
         if keys:
             await client.delete(*keys)
     finally:

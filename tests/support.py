@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -79,17 +80,28 @@ class Receiver:
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
+        # Answers to give, in order, as (status, headers); then 500 if `fail`, else 202.
+        self.script: list[tuple[int, dict[str, str]]] = []
         self.fail = False
         self.hanging = False
         self.release = asyncio.Event()
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
         self.requests.append(
-            {"path": request.path, "headers": dict(request.headers), "json": await request.json()}
+            {
+                "path": request.path,
+                "headers": dict(request.headers),
+                "json": json.loads(body) if body else None,
+                "body": body,
+            }
         )
         if self.hanging:
             await self.release.wait()
+        if self.script:
+            status, headers = self.script.pop(0)
+            return web.json_response({}, status=status, headers=headers)
         return web.json_response({}, status=500 if self.fail else 202)
 
 

@@ -7,6 +7,9 @@ from sqladmin import Admin
 from sqladmin.authentication import AuthenticationBackend
 from starlette.requests import Request
 
+from app.admin.airlock import airlock_views
+from app.admin.templates import install_templates
+from app.admin.throttling import install_throttling_admin
 from app.admin.views import ApiClientAdmin, CommLogAdmin
 from app.clients.service import hash_key
 from app.state import AppState
@@ -60,6 +63,10 @@ def mount_admin(app: FastAPI, state: AppState) -> Admin:
         title="Sluice admin",
         authentication_backend=ApiKeyAdminAuth(state, secret),
     )
+    install_templates(admin)
     admin.add_view(ApiClientAdmin)
     admin.add_view(CommLogAdmin)
+    for view in airlock_views(app):
+        admin.add_view(view)
+    install_throttling_admin(admin, app)
     return admin

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 
 @dataclass(frozen=True, slots=True)
 class ErrorEvent:
+    """A server-side failure worth telling a human about."""
+
     code: str
     status: int
     title: str
@@ -25,14 +27,7 @@ class ErrorEvent:
 
     @property
     def fingerprint(self) -> str:
-        """Same failure, same fingerprint: ids and times are left out on purpose."""
-        parts = (
-            self.code,
-            str(self.status),
-            self.method,
-            self.path,
-            self.partner_code,
-            self.upstream,
-            self.title,
-        )
-        return hashlib.sha256("|".join(p or "" for p in parts).encode()).hexdigest()[:16]
+        """Identify "the same failure": ids, title and time are left out so that repeats collapse."""
+        parts = (self.code, str(self.status), self.method, self.path, self.partner_code, self.upstream)
+        # A separator that cannot occur in the parts keeps ("a", "b|c") and ("a|b", "c") apart.
+        return hashlib.sha256("\x1f".join(p or "" for p in parts).encode()).hexdigest()[:16]

@@ -273,6 +273,16 @@ async def stats(request: Request) -> Response:
     return _json(_state(request).stats())
 
 
+@router.get("/_sandbox/arrivals")
+async def arrivals(request: Request) -> Response:
+    """Arrival times (Unix seconds) of the partner calls, per route; `?route=` for one."""
+    recorded = _state(request).arrivals
+    route = request.query_params.get("route")
+    if route is not None:
+        return _json({route: list(recorded.get(route, ()))})
+    return _json({name: list(times) for name, times in recorded.items()})
+
+
 @router.post("/_sandbox/reset")
 async def reset(request: Request) -> Response:
     _state(request).reset()

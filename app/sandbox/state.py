@@ -17,6 +17,7 @@ from typing import Any
 # oldest are forgotten past this bound instead of growing the process without limit.
 MAX_ORDERS = 100_000
 RECENT_REQUESTS = 50
+MAX_ARRIVALS = 200_000
 # The amount of a product the catalogue does not list (trigger values used as product codes).
 DEFAULT_AMOUNT = 10_000
 ADMIN_FEE = 2_500
@@ -151,6 +152,9 @@ class SandboxState:
     last_request: dict[str, Any] | None = None
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_REQUESTS))
     orders: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
+    # When each partner call arrived (Unix time) per route, so tests and benchmarks can check
+    # the rate Sluice sends at (throttling). Bounded: the newest MAX_ARRIVALS are kept.
+    arrivals: dict[str, deque[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.config = SandboxConfig(token_ttl=self.default_token_ttl)
@@ -164,9 +168,14 @@ class SandboxState:
         self.last_request = None
         self.recent.clear()
         self.orders.clear()
+        self.arrivals.clear()
 
     def count(self, route: str) -> None:
         self.requests[route] = self.requests.get(route, 0) + 1
+        times = self.arrivals.get(route)
+        if times is None:
+            times = self.arrivals[route] = deque(maxlen=MAX_ARRIVALS)
+        times.append(time.time())
 
     def issue_token(self) -> tuple[str, int]:
         now = time.monotonic()

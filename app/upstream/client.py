@@ -16,7 +16,7 @@ import logging
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import aiohttp
@@ -31,10 +31,12 @@ from app.upstream.breaker import Breaker, StateListener
 from app.upstream.errors import (
     TOKEN_INVALIDATING_CODES,
     TRANSPORT_ERRORS,
+    DeferredCall,
     PartnerAuthFailed,
     PartnerError,
     PartnerServerError,
     PartnerTimeout,
+    Throttled,
     UpstreamError,
     UpstreamFailure,
     envelope_error,
@@ -42,6 +44,9 @@ from app.upstream.errors import (
     transport_error,
 )
 from app.upstream.tokens import AccessToken, TokenManager
+
+if TYPE_CHECKING:
+    from app.throttling.limiter import ThrottleGate
 
 logger = logging.getLogger("sluice.upstream")
 
@@ -54,6 +59,14 @@ class UpstreamExchange:
     status: int | None = None
     duration_ms: float | None = None
     attempts: int = 0
+    # Set by the airlock for `Prefer: respond-async`: the request is validated, then stored
+    # instead of calling the partner.
+    defer: bool = False
+    # Throttling: whose organisation's configuration applies, whether the call may be queued
+    # for a later slot (it can go asynchronous), and the slot already reserved for it (Unix time).
+    org_id: str | None = None
+    may_defer: bool = False
+    prepaid_slot: float | None = None
 
 
 exchange_var: ContextVar[UpstreamExchange | None] = ContextVar("sluice_upstream_exchange", default=None)
@@ -121,6 +134,9 @@ class PartnerClient:
             reset_timeout=settings.breaker_reset_timeout,
             on_state_change=on_breaker_change,
         )
+        # Set by the lifespan: deployed throttling configurations are enforced here, so that
+        # gateway requests and airlock replays alike take their slot.
+        self.throttle: ThrottleGate | None = None
 
     async def aclose(self) -> None:
         await self.tokens.close()
@@ -137,10 +153,24 @@ class PartnerClient:
         headers: dict[str, str] | None = None,
     ) -> UpstreamResponse:
         """Call the partner and return its `data`, or raise the mapped UpstreamError."""
+        exchange = exchange_var.get()
+        if exchange is not None and exchange.defer:
+            raise DeferredCall(f"{method} {path}")
         url = f"{self.base_url}{path}"
         if params:
             url = f"{url}?{urlencode(params)}"
         content = orjson.dumps(json) if json is not None else None
+        if self.throttle is not None:
+            try:
+                if self.throttle.match(exchange.org_id if exchange else None, method, url) is not None:
+                    # Have the access token first: the slot is taken as close to the send as
+                    # possible, so a token request cannot hold calls past their slots and then
+                    # release them together.
+                    await self.tokens.get()
+                await self.throttle.admit(method, url, exchange)
+            except Throttled:
+                UPSTREAM_REQUESTS.labels(self.name, endpoint, "throttled").inc()
+                raise
 
         async def attempt() -> tuple[RawResponse, AccessToken]:
             return await self._call_with_token(method, url, endpoint, content, headers)

@@ -6,6 +6,7 @@ its error code decides the error Sluice raises (seed 000, node O1).
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -84,6 +85,37 @@ class PartnerUnreachable(UpstreamError):
 class CircuitOpen(UpstreamError):
     status, code, title = 503, "circuit_open", "The partner is failing; calls are paused"
     retryable = True
+
+
+class Throttled(UpstreamError):
+    """The organisation's throttling configuration has no slot soon enough for this call."""
+
+    status, code, title = 429, "throttled", "Too many calls to this endpoint: the throttling limit is reached"
+    # Tried later, the call gets a slot (the airlock backs off and tries again).
+    retryable = True
+
+    def __init__(self, detail: str, *, wait: float, config_uid: str) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, math.ceil(wait)))})
+        self.wait = wait
+        self.config_uid = config_uid
+
+
+class ThrottleQueued(Throttled):
+    """A slot was reserved `wait` seconds from now: the call is to be stored and run then.
+
+    Raised only for calls that may go asynchronous (a `$reply` was given, or the airlock is
+    running it); the slot is already counted, so the later attempt takes no other.
+    """
+
+    def __init__(self, detail: str, *, wait: float, config_uid: str, version: int, slot: float) -> None:
+        super().__init__(detail, wait=wait, config_uid=config_uid)
+        self.version = version
+        # The reserved slot, as Unix time on Redis's clock (the limiter's clock).
+        self.slot = slot
+
+
+class DeferredCall(Exception):
+    """Raised instead of calling the partner when the request is to run later (the airlock)."""
 
 
 class UpstreamFailure(Exception):

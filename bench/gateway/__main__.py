@@ -1,11 +1,21 @@
 """Sluice against a bare FastAPI passthrough, on the same fast upstream.
 
     python -m bench.gateway [--duration 15] [--connections 32] [--warmup 3] [--only baseline|sluice]
+                            [--profiles full,trace-10pct,no-tracing] [--repeat 1]
 
-Starts the fake partner (`upstream.py`), then each target in turn on its own free loopback port
-(one uvicorn worker each), loads it on `GET /v1/products`, stops it, and prints req/s, p50, p99,
-errors and the Sluice/baseline ratios; the same figures go to bench/results/gateway-<UTC>.json.
-Every child process is stopped on the way out (Ctrl-C and failures included).
+Starts the fake partner (`upstream.py`), then the baseline and Sluice once per profile (each on its
+own free loopback port, one uvicorn worker), `--repeat` rounds interleaved; loads each on
+`GET /v1/products`, stops it, and prints req/s, p50, p99, the server's CPU time per request, errors
+and the ratios against the baseline (medians over the rounds); the same figures go to
+bench/results/gateway-<UTC>.json. Every child process is stopped on the way out (Ctrl-C and
+failures included).
+
+Profiles (environment overrides on top of the full Sluice environment):
+  full                  every feature on: tracing sampled at 1.0, the communication log (judged)
+  trace-10pct           TRACE_SAMPLE_RATIO=0.1
+  no-tracing            TRACING_ENABLED=false
+  otel-instrumentation  TRACING_SERVER_SPANS=otel (opentelemetry-instrumentation-fastapi)
+  no-commlog            COMMLOG_ENABLED=false
 """
 
 from __future__ import annotations
@@ -17,8 +27,10 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,6 +56,17 @@ READY_TIMEOUT = 30.0
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/sluice_bench"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 REDIS_KEY_PREFIX = "sluicebench:"
+
+# Sluice profiles: environment overrides on top of `sluice_env()` (which is `full` already).
+PROFILES: dict[str, dict[str, str]] = {
+    "full": {"TRACING_ENABLED": "true", "TRACE_SAMPLE_RATIO": "1.0", "COMMLOG_ENABLED": "true"},
+    "trace-10pct": {"TRACE_SAMPLE_RATIO": "0.1"},
+    "no-tracing": {"TRACING_ENABLED": "false"},
+    "otel-instrumentation": {"TRACING_SERVER_SPANS": "otel"},
+    "no-commlog": {"COMMLOG_ENABLED": "false"},
+}
+DEFAULT_PROFILES = "full,trace-10pct,no-tracing"
+JUDGED_PROFILE = "full"  # the row the targets are judged on
 
 
 class BenchError(RuntimeError):
@@ -91,7 +114,7 @@ class Children:
         self.children: list[Child] = []
 
     def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> Child:
-        log = self.log_dir / f"{name}.log"
+        log = self.log_dir / f"{len(self.children):02d}-{name}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 cmd,
@@ -163,6 +186,43 @@ def uvicorn_cmd(app: str, port: int, *, factory: bool = False) -> list[str]:
     return [*cmd, "--no-access-log", "--log-level", "warning"]
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of `pid`, from /proc (Linux; empty elsewhere)."""
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            kids.append(int(entry.name))
+    return kids
+
+
+def server_pid(child: Child) -> int:
+    """The process that serves the requests, whose CPU time is measured.
+
+    `uvicorn --workers 1` serves in the process we started (no reloader, no supervisor); should it
+    ever hand the work to one worker process instead (a multiprocessing spawn, or a re-exec'd
+    uvicorn), that single worker is the one to read, not its idle parent.
+    """
+    workers = [
+        pid
+        for pid in child_pids(child.proc.pid)
+        if "spawn_main" in (cmd := _cmdline(pid)) or "uvicorn" in cmd
+    ]
+    return workers[0] if len(workers) == 1 else child.proc.pid
+
+
 # --------------------------------------------------------------------------------- targets
 
 
@@ -192,7 +252,14 @@ def start_baseline(
     return child, base
 
 
-def sluice_env(upstream_url: str, admin_key: str, database_url: str, redis_url: str) -> dict[str, str]:
+def sluice_env(
+    upstream_url: str,
+    admin_key: str,
+    database_url: str,
+    redis_url: str,
+    overrides: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The full Sluice environment (every feature on), then a profile's `overrides`."""
     env = dict(os.environ)
     env.update(
         DATABASE_URL=database_url,
@@ -207,6 +274,7 @@ def sluice_env(upstream_url: str, admin_key: str, database_url: str, redis_url: 
         COMMLOG_ENABLED="true",
     )
     env.setdefault("OTEL_TRACES_EXPORTER", "none")
+    env.update(overrides or {})
     return env
 
 
@@ -289,10 +357,10 @@ def run_migrations(env: dict[str, str], log_dir: Path) -> None:
 
 
 def start_sluice(
-    children: Children, env: dict[str, str], path: str, headers: dict[str, str]
+    children: Children, env: dict[str, str], path: str, headers: dict[str, str], name: str = "sluice"
 ) -> tuple[Child, str]:
     port = free_port()
-    child = children.start("sluice", uvicorn_cmd("app.main:create_app", port, factory=True), env)
+    child = children.start(name, uvicorn_cmd("app.main:create_app", port, factory=True), env)
     base = f"http://127.0.0.1:{port}"
     wait_ready(child, f"{base}/health/live")
     # Live is not enough: the measured route itself must answer 200 with our headers.
@@ -305,15 +373,102 @@ def start_sluice(
     return child, base
 
 
+# ------------------------------------------------------------------------------------ runs
+
+
+@dataclass
+class Run:
+    """One start of one target in one round."""
+
+    round: int
+    target: str  # "baseline" or a Sluice profile
+    result: LoadResult | None = None
+    upstream: dict[str, int] | None = None  # what the upstream saw from this start
+    failure: str | None = None
+    vs_baseline: dict[str, Any] | None = None  # ratios against the same round's baseline
+
+    @property
+    def label(self) -> str:
+        return label_of(self.target)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "target": self.target,
+            "label": self.label,
+            "result": self.result.as_dict() if self.result else None,
+            "upstream": self.upstream,
+            "failure": self.failure,
+            "vs_baseline": self.vs_baseline,
+        }
+
+
+def label_of(target: str) -> str:
+    return target if target == "baseline" else f"sluice {target}"
+
+
+def summarize(results: list[LoadResult]) -> dict[str, Any]:
+    """Median of each figure over the runs; errors are summed (one bad run must show)."""
+    cpus = [r.cpu_us_per_req for r in results if r.cpu_us_per_req is not None]
+    return {
+        "runs": len(results),
+        "rps": statistics.median(r.rps for r in results),
+        "p50_ms": statistics.median(r.p50_ms for r in results),
+        "p99_ms": statistics.median(r.p99_ms for r in results),
+        "cpu_us_per_req": statistics.median(cpus) if cpus else None,
+        "errors": sum(r.errors for r in results),
+        "requests": sum(r.requests for r in results),
+    }
+
+
+def ratios(base: dict[str, Any], sluice: dict[str, Any]) -> dict[str, Any]:
+    """Sluice against the baseline: throughput and p99 as Sluice/baseline, cpu as baseline/Sluice."""
+    out: dict[str, Any] = {}
+    if base["rps"] and base["p99_ms"]:
+        out["throughput"] = sluice["rps"] / base["rps"]
+        out["p99"] = sluice["p99_ms"] / base["p99_ms"]
+        out["throughput_ok"] = out["throughput"] >= TARGET_THROUGHPUT_RATIO
+        out["p99_ok"] = out["p99"] <= TARGET_P99_RATIO
+    if base["cpu_us_per_req"] and sluice["cpu_us_per_req"]:
+        out["cpu"] = base["cpu_us_per_req"] / sluice["cpu_us_per_req"]
+    return out
+
+
+def figures_of(r: LoadResult) -> dict[str, Any]:
+    return {"rps": r.rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "cpu_us_per_req": r.cpu_us_per_req}
+
+
 # ---------------------------------------------------------------------------------- output
 
 
-def fmt_row(name: str, r: LoadResult | None, note: str = "") -> str:
-    if r is None:
-        return f"{name:<10} {'-':>8} {'-':>9} {'-':>9} {'-':>11} {'-':>7}  {note}".rstrip()
-    flag = "  <-- ERRORS" if r.errors else ""
-    cpu = f"{r.cpu_us_per_req:>11.0f}" if r.cpu_us_per_req is not None else f"{'-':>11}"
-    return f"{name:<10} {r.rps:>8.0f} {r.p50_ms:>9.1f} {r.p99_ms:>9.1f} {cpu} {r.errors:>7}{flag}"
+def table_header(width: int, extra: str = "") -> str:
+    head = f"{'target':<{width}} {'req/s':>5} {'p50 ms':>8} {'p99 ms':>8} {'cpu µs/req':>11} {'errors':>7}"
+    return head + extra
+
+
+def table_row(name: str, width: int, fig: dict[str, Any] | None, note: str = "") -> str:
+    if fig is None:
+        return f"{name:<{width}} {'-':>5} {'-':>8} {'-':>8} {'-':>11} {'-':>7}  {note}".rstrip()
+    cpu = f"{fig['cpu_us_per_req']:>11.0f}" if fig.get("cpu_us_per_req") is not None else f"{'-':>11}"
+    errors = fig.get("errors", 0)
+    row = f"{name:<{width}} {fig['rps']:>5.0f} {fig['p50_ms']:>8.1f} {fig['p99_ms']:>8.1f} {cpu} {errors:>7}"
+    return f"{row}  {note}".rstrip() if note or not errors else f"{row}  <-- ERRORS"
+
+
+def ratio_line(profile: str, ratio: dict[str, Any]) -> str:
+    judged = profile == JUDGED_PROFILE
+    parts = []
+    if "throughput" in ratio:
+        tput = f"throughput {ratio['throughput']:.2f}x"
+        p99 = f"p99 {ratio['p99']:.2f}x"
+        if judged:
+            tput += (
+                f" (target >= {TARGET_THROUGHPUT_RATIO:.2f}) {'ok' if ratio['throughput_ok'] else 'MISSED'}"
+            )
+            p99 += f" (target <= {TARGET_P99_RATIO:.2f}) {'ok' if ratio['p99_ok'] else 'MISSED'}"
+        parts += [tput, p99]
+    parts.append(f"cpu {ratio['cpu']:.2f}x" if "cpu" in ratio else "cpu -")
+    return f"{profile} vs baseline: " + ", ".join(parts)
 
 
 def describe_errors(name: str, r: LoadResult) -> str:
@@ -323,6 +478,16 @@ def describe_errors(name: str, r: LoadResult) -> str:
     if r.socket_errors:
         parts.append("socket errors " + ", ".join(f"{k}: {v}" for k, v in sorted(r.socket_errors.items())))
     return f"WARNING: {name} run had {r.errors} errors ({'; '.join(parts)}); its figures are suspect"
+
+
+def progress(run: Run) -> str:
+    r = run.result
+    assert r is not None
+    cpu = f"{r.cpu_us_per_req:.0f} µs/req (pid {r.server_pid})" if r.cpu_us_per_req is not None else "-"
+    line = f"{r.rps:.0f} req/s, p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, cpu {cpu}, {r.errors} errors"
+    if run.upstream is not None and run.target != "baseline":
+        line += f", {run.upstream.get('tokens', 0)} token requests"
+    return line
 
 
 @contextlib.contextmanager
@@ -337,25 +502,50 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def parse_profiles(text: str) -> list[str]:
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in names if p not in PROFILES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown profile(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(PROFILES)}"
+        )
+    return list(dict.fromkeys(names))  # keep the order, drop repeats
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.gateway",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--duration", type=int, default=15, help="measured seconds per target (default 15)")
+    parser.add_argument("--duration", type=int, default=15, help="measured seconds per run (default 15)")
     parser.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections (32)")
     parser.add_argument(
         "--warmup", type=int, default=3, help="unmeasured seconds before each run (default 3)"
     )
-    parser.add_argument("--only", choices=("baseline", "sluice"), help="run one target only")
+    parser.add_argument(
+        "--only", choices=("baseline", "sluice"), help="run the baseline only, or the Sluice profiles only"
+    )
+    parser.add_argument(
+        "--profiles",
+        type=parse_profiles,
+        default=parse_profiles(DEFAULT_PROFILES),
+        help=f"comma-separated Sluice profiles, in run order (default {DEFAULT_PROFILES}; "
+        f"all: {','.join(PROFILES)})",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of baseline + every profile, interleaved; medians are reported (default 1)",
+    )
     parser.add_argument(
         "--generator",
         choices=("auto", "wrk", "python"),
         default="auto",
         help="load generator (auto: wrk if installed)",
     )
-    parser.add_argument("--path", default="/v1/products", help="the route loaded on both targets")
+    parser.add_argument("--path", default="/v1/products", help="the route loaded on every target")
     parser.add_argument(
         "--database-url",
         default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
@@ -368,26 +558,55 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--reset-db", action="store_true", help="drop and recreate Sluice's database first")
     parser.add_argument(
-        "--check", action="store_true", help="exit 2 when a target is missed or a run had errors"
+        "--check",
+        action="store_true",
+        help="exit 2 when the full profile misses a target or a run had errors",
     )
     args = parser.parse_args(argv)
-    if args.duration < 1 or args.warmup < 0 or args.connections < 1:
-        parser.error("--duration >= 1, --warmup >= 0 and --connections >= 1")
+    if args.duration < 1 or args.warmup < 0 or args.connections < 1 or not 1 <= args.repeat <= 20:
+        parser.error("--duration >= 1, --warmup >= 0, --connections >= 1 and 1 <= --repeat <= 20")
     return args
+
+
+# ------------------------------------------------------------------------------------ main
+
+
+class SluicePrep:
+    """Database and migrations, once per benchmark; a failure skips every later Sluice start."""
+
+    def __init__(self, args: argparse.Namespace, log_dir: Path) -> None:
+        self.args, self.log_dir = args, log_dir
+        self.done = False
+        self.error: str | None = None
+
+    def ensure(self, env: dict[str, str]) -> None:
+        if self.error is not None:
+            raise BenchError(f"not started: {self.error.splitlines()[0]}")
+        if self.done:
+            return
+        try:
+            check_sluice_present()
+            ensure_database(self.args.database_url, self.args.reset_db)
+            run_migrations(env, self.log_dir)
+        except BenchError as exc:
+            self.error = str(exc)
+            raise
+        self.done = True
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with contextlib.suppress(AttributeError, ValueError):
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    targets = [args.only] if args.only else ["baseline", "sluice"]
+    profiles: list[str] = [] if args.only == "baseline" else args.profiles
+    order = ([] if args.only == "sluice" else ["baseline"]) + profiles
 
     generator = args.generator
     if generator in ("auto", "wrk") and not try_install_wrk():
         if generator == "wrk":
             print("wrk is not installed and could not be installed", file=sys.stderr)
             return 1
-        print("wrk is not available: falling back to the Python aiohttp load generator")
+        print("wrk is not available: falling back to the Python aiohttp load generator (no CPU figure)")
         generator = "python"
     elif generator == "auto":
         generator = "wrk"
@@ -398,68 +617,81 @@ def main(argv: list[str] | None = None) -> int:
     admin_key = "bench-" + secrets.token_urlsafe(24)
     headers = {"X-API-Key": admin_key, "X-Client-ID": "bench", "X-Language-ID": "en"}
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    results: dict[str, LoadResult] = {}
-    failures: dict[str, str] = {}
-    upstream_counts: dict[str, dict[str, int]] = {}
+    loadavg_start = os.getloadavg()
+    runs: list[Run] = []
+    setup_failure: str | None = None
 
     print(
         f"generator: {gen_label}, {args.connections} connections, {args.duration} s "
         f"(+{args.warmup} s warm-up) on GET {args.path}"
     )
-    print(f"machine: {os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"machine: {os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in loadavg_start)}")
+    print(
+        f"order: {', '.join(label_of(t) for t in order)}"
+        + (f"; {args.repeat} rounds, interleaved" if args.repeat > 1 else "")
+    )
 
     log_dir = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     children = Children(log_dir)
+    prep = SluicePrep(args, log_dir)
     interrupted = False
     try:
         with sigterm_as_interrupt():
             _, upstream_url = start_upstream(children)
-            for target in targets:
-                child: Child | None = None
-                try:
-                    print(f"[{target}] starting ...", flush=True)
-                    if target == "baseline":
-                        before = upstream_stats(upstream_url)
-                        child, base = start_baseline(children, upstream_url, args.path, headers)
-                    else:
-                        check_sluice_present()
-                        ensure_database(args.database_url, args.reset_db)
-                        dropped = clear_redis(args.redis_url)
-                        if dropped:
-                            print(f"[sluice] cleared {dropped} stale Redis keys under {REDIS_KEY_PREFIX}")
-                        env = sluice_env(upstream_url, admin_key, args.database_url, args.redis_url)
-                        run_migrations(env, log_dir)
-                        # Before the start: the token fetched for the first request counts too.
-                        before = upstream_stats(upstream_url)
-                        child, base = start_sluice(children, env, args.path, headers)
-                    print(f"[{target}] loading {base}{args.path} ...", flush=True)
-                    results[target] = run_load(
-                        base + args.path,
-                        headers,
-                        connections=args.connections,
-                        duration=args.duration,
-                        warmup=args.warmup,
-                        generator=generator,
-                        server_pid=child.proc.pid,
-                    )
-                    after = upstream_stats(upstream_url)
-                    upstream_counts[target] = {k: after[k] - before.get(k, 0) for k in after}
-                    if not child.alive():
-                        raise BenchError(
-                            f"{target} died during the run (exit {child.proc.returncode}).\n{child.tail()}"
+            for rnd in range(1, args.repeat + 1):
+                for target in order:
+                    run = Run(rnd, target)
+                    runs.append(run)
+                    tag = f"[{run.label}" + (f" #{rnd}]" if args.repeat > 1 else "]")
+                    child: Child | None = None
+                    try:
+                        print(f"{tag} starting ...", flush=True)
+                        if target == "baseline":
+                            before = upstream_stats(upstream_url)
+                            child, base = start_baseline(children, upstream_url, args.path, headers)
+                        else:
+                            env = sluice_env(
+                                upstream_url, admin_key, args.database_url, args.redis_url, PROFILES[target]
+                            )
+                            prep.ensure(env)
+                            # Every start fetches exactly one token: none may be cached from before.
+                            dropped = clear_redis(args.redis_url)
+                            if dropped:
+                                print(f"{tag} cleared {dropped} Redis keys under {REDIS_KEY_PREFIX}")
+                            # Before the start: the token fetched for the first request counts too.
+                            before = upstream_stats(upstream_url)
+                            name = "sluice-" + target
+                            child, base = start_sluice(children, env, args.path, headers, name)
+                        pid = server_pid(child)
+                        run.result = run_load(
+                            base + args.path,
+                            headers,
+                            connections=args.connections,
+                            duration=args.duration,
+                            warmup=args.warmup,
+                            generator=generator,
+                            server_pid=pid,
                         )
-                except (BenchError, LoadError) as exc:
-                    failures[target] = str(exc)
-                    print(f"[{target}] FAILED: {exc}", file=sys.stderr, flush=True)
-                finally:
-                    if child is not None:
-                        child.stop()
-                        time.sleep(1.0)  # let the machine settle before the next target
+                        after = upstream_stats(upstream_url)
+                        run.upstream = {k: after[k] - before.get(k, 0) for k in after}
+                        if not child.alive():
+                            raise BenchError(
+                                f"{target} died during the run (exit {child.proc.returncode}).\n{child.tail()}"
+                            )
+                        print(f"{tag} {progress(run)}", flush=True)
+                    except (BenchError, LoadError) as exc:
+                        run.result = None
+                        run.failure = str(exc)
+                        print(f"{tag} FAILED: {exc}", file=sys.stderr, flush=True)
+                    finally:
+                        if child is not None:
+                            child.stop()
+                            time.sleep(1.0)  # let the machine settle before the next target
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: stopping child processes ...", file=sys.stderr)
     except BenchError as exc:
-        failures["upstream"] = str(exc)
+        setup_failure = str(exc)
         print(f"FAILED: {exc}", file=sys.stderr)
     finally:
         children.close()
@@ -467,46 +699,82 @@ def main(argv: list[str] | None = None) -> int:
     if interrupted:
         return 130
 
-    base_r, sluice_r = results.get("baseline"), results.get("sluice")
+    # ---- figures: medians per target, ratios from the medians and per round
+    done = {t: [r.result for r in runs if r.target == t and r.result] for t in order}
+    summary = {t: summarize(rs) for t, rs in done.items() if rs}
+    ratio_by_profile: dict[str, dict[str, Any]] = {}
+    if "baseline" in summary:
+        for p in profiles:
+            if p in summary:
+                ratio_by_profile[p] = ratios(summary["baseline"], summary[p])
+    base_by_round = {r.round: r.result for r in runs if r.target == "baseline"}
+    for r in runs:
+        b = base_by_round.get(r.round)
+        if r.target != "baseline" and b and r.result:
+            r.vs_baseline = ratios(figures_of(b), figures_of(r.result))
+    per_round = {p: [r.vs_baseline for r in runs if r.target == p] for p in profiles}
+    tokens = {
+        p: [r.upstream.get("tokens", 0) if r.upstream else None for r in runs if r.target == p]
+        for p in profiles
+    }
+    failures = [r for r in runs if r.failure]
+
+    # ---- print
+    width = max([18, *(len(label_of(t)) for t in order)])
     print()
-    print(f"generator: {gen_label}, {args.connections} connections, {args.duration} s")
-    print(f"{'target':<10} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'cpu us/req':>11} {'errors':>7}")
-    for target in targets:
-        print(fmt_row(target, results.get(target), "FAILED" if target in failures else ""))
-
-    ratio: dict[str, Any] = {}
-    if base_r and sluice_r and base_r.rps and base_r.p99_ms:
-        tput = sluice_r.rps / base_r.rps
-        p99 = sluice_r.p99_ms / base_r.p99_ms
-        ok_t, ok_p = tput >= TARGET_THROUGHPUT_RATIO, p99 <= TARGET_P99_RATIO
-        ratio = {"throughput": tput, "p99": p99, "throughput_ok": ok_t, "p99_ok": ok_p}
+    print(f"generator: {gen_label}, {args.connections} connections, {args.duration} s per run")
+    if args.repeat > 1:
+        print("per run (x: against the same round's baseline; cpu x = baseline cpu / Sluice cpu):")
+        print(table_header(width + 3, f"  {'tput x':>6} {'p99 x':>6} {'cpu x':>6}"))
+        for r in runs:
+            name = f"{r.round:<2} {r.label}"
+            if r.result is None:
+                print(table_row(name, width + 3, None, "FAILED"))
+                continue
+            fig = {**figures_of(r.result), "errors": r.result.errors}
+            note = ""
+            if r.target != "baseline":
+                vs = r.vs_baseline or {}
+                note = " ".join(
+                    f"{vs[k]:>5.2f}x" if k in vs else f"{'-':>6}" for k in ("throughput", "p99", "cpu")
+                )
+            print(table_row(name, width + 3, fig, note))
+        print()
+        print(f"median of {args.repeat} rounds (errors: sum):")
+    print(table_header(width))
+    for t in order:
+        fig = summary.get(t)
+        note = "FAILED" if fig is None else ""
+        if fig is not None and fig["runs"] < args.repeat:
+            note = f"({fig['runs']} of {args.repeat} runs)"
+        print(table_row(label_of(t), width, fig, note))
+    for p in profiles:
+        if p in ratio_by_profile:
+            print(ratio_line(p, ratio_by_profile[p]))
+    if profiles:
+        per_start = ", ".join(
+            f"{p} {'/'.join('-' if n is None else str(n) for n in tokens[p])}" for p in profiles
+        )
+        odd = any(n not in (None, 1) for ns in tokens.values() for n in ns)
         print(
-            f"{'ratio':<10} {tput:.2f}x throughput (target >= {TARGET_THROUGHPUT_RATIO:.2f}) "
-            f"{'ok' if ok_t else 'MISSED'}   p99 {p99:.2f}x (target <= {TARGET_P99_RATIO:.2f}) "
-            f"{'ok' if ok_p else 'MISSED'}"
+            f"token requests per Sluice start (expected 1 each): {per_start}"
+            + ("  <-- UNEXPECTED" if odd else "")
         )
-        if base_r.cpu_us_per_req and sluice_r.cpu_us_per_req:
-            ratio["cpu"] = base_r.cpu_us_per_req / sluice_r.cpu_us_per_req
+    for r in runs:
+        if r.upstream and r.target != "baseline" and r.upstream.get("unauthenticated"):
             print(
-                f"{'cpu':<10} {ratio['cpu']:.2f}x (baseline CPU per request / Sluice's: the throughput ratio "
-                "if both were CPU-bound on one core; steadier than req/s on a shared machine)"
+                f"WARNING: {r.label} (round {r.round}) sent {r.upstream['unauthenticated']} product-list "
+                "requests WITHOUT a valid bearer token"
             )
-    for target, r in results.items():
-        if r.errors:
-            print(describe_errors(target, r))
-    for target, counts in upstream_counts.items():
-        line = (
-            f"upstream saw for {target}: {counts.get('product_requests', 0)} product-list requests, "
-            f"{counts.get('tokens', 0)} token requests"
-        )
-        if target == "sluice":
-            line += " (expected 1)"
-            if counts.get("unauthenticated"):
-                line += f", {counts['unauthenticated']} WITHOUT a valid bearer token"
-        print(line)
-    for target, message in failures.items():
-        print(f"{target}: FAILED - {message.splitlines()[0]}")
+        if r.result and r.result.errors:
+            print(describe_errors(f"{r.label} (round {r.round})", r.result))
+    for r in failures:
+        print(f"{r.label} (round {r.round}): FAILED - {(r.failure or '').splitlines()[0]}")
+    if setup_failure:
+        print(f"upstream: FAILED - {setup_failure.splitlines()[0]}")
 
+    flagged = any(r.result and r.result.errors for r in runs)
+    judged = ratio_by_profile.get(JUDGED_PROFILE, {})
     report = {
         "benchmark": "gateway",
         "timestamp": stamp,
@@ -515,33 +783,47 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "path": args.path,
+        "repeat": args.repeat,
+        "order": order,
+        "profiles": {p: PROFILES[p] for p in profiles},
         "machine": {
             "cpus": os.cpu_count(),
-            "loadavg": os.getloadavg(),
+            "loadavg_start": loadavg_start,
+            "loadavg_end": os.getloadavg(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            "clk_tck": os.sysconf("SC_CLK_TCK"),
         },
-        "results": {name: r.as_dict() for name, r in results.items()},
-        "ratio": ratio,
-        "targets": {"throughput_ratio_min": TARGET_THROUGHPUT_RATIO, "p99_ratio_max": TARGET_P99_RATIO},
-        "upstream": upstream_counts,
-        "failures": failures,
-        "flagged": any(r.errors for r in results.values()),
+        # Medians over the rounds (errors and requests summed), keyed "baseline" or the profile.
+        "summary": summary,
+        # Against the baseline, from the medians: throughput and p99 Sluice/baseline, cpu baseline/Sluice.
+        "ratios": ratio_by_profile,
+        "ratios_per_round": per_round,
+        "ratio": judged,  # the judged row (profile "full")
+        "targets": {
+            "profile": JUDGED_PROFILE,
+            "throughput_ratio_min": TARGET_THROUGHPUT_RATIO,
+            "p99_ratio_max": TARGET_P99_RATIO,
+        },
+        "tokens": tokens,
+        "runs": [r.as_dict() for r in runs],
+        "failures": {f"{r.label} #{r.round}": r.failure for r in failures}
+        | ({"upstream": setup_failure} if setup_failure else {}),
+        "flagged": flagged,
     }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     out = RESULTS_DIR / f"gateway-{stamp}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"results: {out.relative_to(ROOT)}")
-    if failures:
+    any_failure = bool(failures or setup_failure)
+    if any_failure:
         print(f"logs: {log_dir}")
     else:
-        for f in log_dir.iterdir():
-            f.unlink()
-        log_dir.rmdir()
+        shutil.rmtree(log_dir, ignore_errors=True)
 
-    if failures:
+    if any_failure:
         return 1
-    if args.check and (report["flagged"] or (ratio and not (ratio["throughput_ok"] and ratio["p99_ok"]))):
+    if args.check and (flagged or (judged and not (judged.get("throughput_ok") and judged.get("p99_ok")))):
         return 2
     return 0
 

@@ -49,8 +49,10 @@ class LoadResult:
     non_200: dict[str, int] = field(default_factory=dict)
     # Socket-level failures (connect, read, write, timeout, or exception names).
     socket_errors: dict[str, int] = field(default_factory=dict)
-    # CPU time the server process spent per answered request during the measured run (wrk only).
-    # Far steadier than req/s on a shared machine: other load barely changes it.
+    # CPU time (utime + stime) the server process spent during the measured run, and per answered
+    # request (wrk only). Far steadier than req/s on a shared machine: other load barely changes it.
+    server_pid: int | None = None
+    server_cpu_s: float | None = None
     cpu_us_per_req: float | None = None
 
     @property
@@ -196,9 +198,13 @@ def _run_wrk(
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc (Linux)."""
+    """utime + stime of a process (all its threads), from /proc/<pid>/stat (Linux).
+
+    Fields 14 and 15 of that line, in clock ticks; the command name (field 2) may hold spaces and
+    parentheses, so the fields are counted from the last ")" (after it comes field 3).
+    """
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[14 - 3]) + int(fields[15 - 3])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_wrk(
@@ -216,11 +222,25 @@ def run_wrk(
         script.write_text(WRK_SCRIPT)
         if warmup > 0:
             _run_wrk(url, headers, connections, warmup, script, label)
-        cpu_before = process_cpu_seconds(server_pid) if server_pid else None
+        # Read just before and just after the measured run (the warm-up is not counted).
+        cpu_before = _cpu_or_none(server_pid)
         result = _run_wrk(url, headers, connections, duration, script, label)
-        if server_pid and cpu_before is not None and result.requests:
-            result.cpu_us_per_req = (process_cpu_seconds(server_pid) - cpu_before) / result.requests * 1e6
+        cpu_after = _cpu_or_none(server_pid)
+        if cpu_before is not None and cpu_after is not None:
+            result.server_pid = server_pid
+            result.server_cpu_s = round(cpu_after - cpu_before, 3)
+            if result.requests:
+                result.cpu_us_per_req = (cpu_after - cpu_before) / result.requests * 1e6
         return result
+
+
+def _cpu_or_none(pid: int | None) -> float | None:
+    if not pid:
+        return None
+    try:
+        return process_cpu_seconds(pid)
+    except (OSError, IndexError, ValueError):  # gone, or not Linux
+        return None
 
 
 # ------------------------------------------------------------------------------ Python client

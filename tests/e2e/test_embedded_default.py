@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -38,6 +39,20 @@ def test_embedded_default_serves_the_gateway(tmp_path: Path) -> None:
             assert http.get("/health/ready").json()["status"] == "ok"
             assert http.get("/docs").status_code == 200
             assert http.get("/v1/products").status_code == 401
+            # The airlock's delivery loop runs on SQLite too (no LISTEN/NOTIFY: an in-process wake-up).
+            accepted = http.post(
+                "/v1/purchases",
+                json={"product_code": "PLN50", "customer_number": "0812345678"},
+                headers={**headers, "Prefer": "respond-async"},
+            )
+            assert accepted.status_code == 202, accepted.text
+            deadline = time.monotonic() + 10
+            while (call := http.get(accepted.headers["location"], headers=headers).json())[
+                "status"
+            ] != "DONE":
+                assert time.monotonic() < deadline, call
+                time.sleep(0.1)
+            assert call["response"]["status"] == 201
         # The same key is printed again on the next `make run`.
         again = subprocess.run(
             [sys.executable, "-m", "app", "dev-key"], cwd=ROOT, env=env, capture_output=True, text=True

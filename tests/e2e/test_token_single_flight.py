@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import ADMIN_KEY, REDIS_URL, Sandbox
+from tests.conftest import ADMIN_KEY, REDIS_URL, Sandbox, new_redis_prefix
 from tests.support import free_port, start_process, stop_process, wait_http
 
 
 async def test_two_processes_share_one_token(database_url: str, sandbox: Sandbox, tmp_path: Path) -> None:
     await sandbox.config(token_delay_ms=300)  # widen the race window
-    prefix = f"sluicetest:{uuid.uuid4().hex[:12]}:"
+    prefix = new_redis_prefix()
     env = {
         "DATABASE_URL": database_url,
         "REDIS_URL": REDIS_URL,

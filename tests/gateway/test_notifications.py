@@ -61,7 +61,7 @@ async def test_breaker_opening_is_notified(start_app: Any, sandbox: Sandbox, rec
         def texts() -> str:
             return " ".join(str(r["json"]) for r in recv.requests)
 
-        await eventually(lambda: "breaker_state_change" in texts() and "circuit_open" in texts())
+        await eventually(lambda: "breaker_open" in texts() and "circuit_open" in texts())
 
 
 async def test_unexpected_errors_are_logged_and_notified(
