@@ -48,7 +48,8 @@ logger = logging.getLogger("sluice.throttling")
 THROTTLED = Counter(
     "sluice_throttle_calls_total",
     "Outbound calls covered by a throttling configuration, by outcome "
-    "(immediate, waited, queued, rejected, late: slot given up, unenforced: Redis failed)",
+    "(immediate, waited, queued, rejected, late: slot given up, sent_late: late for every slot taken, "
+    "unenforced: Redis failed)",
     ["config", "outcome"],
 )
 THROTTLE_WAIT = Histogram(
@@ -299,15 +300,11 @@ class ThrottleGate:
                 THROTTLED.labels(rule.uid, "waited" if wait > 0 else "immediate").inc()
                 return
             THROTTLED.labels(rule.uid, "late").inc()
-        # Late for every slot taken: this process cannot keep time (overloaded). Sending anyway
-        # could put one call too many in a second; the caller retries (or the airlock does).
+        # Late for every slot taken: this process cannot keep time (overloaded). Refusing the
+        # call would turn an overloaded replica into a stream of errors; it goes, late, and the
+        # metric says so (sluice_throttle_calls_total{outcome="sent_late"}).
+        THROTTLED.labels(rule.uid, "sent_late").inc()
         THROTTLE_WAIT.observe(time.monotonic() - started)
-        raise Throttled(
-            f"This replica could not keep to its slots under the throttling limit of "
-            f"{rule.max_throughput} calls/s (overloaded); retry",
-            wait=1.0,
-            config_uid=rule.uid,
-        )
 
     async def _wait_for(self, slot: float) -> float:
         """Sleep until `slot` (Redis's clock); return how late the call resumed, in seconds."""
