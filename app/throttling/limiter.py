@@ -68,8 +68,9 @@ THROTTLE_QUEUED = Gauge(
 )
 
 # KEYS[1]: the config's arrival-time key. ARGV[1]: emission interval in µs (may be fractional);
-# ARGV[2]: the furthest slot, in µs from now, the caller accepts. Returns {reserved, wait µs,
-# Redis's now in µs}.
+# ARGV[2]: the furthest slot, in µs from now, the callers accept; ARGV[3]: how many consecutive
+# slots are wanted (the concurrent callers of one process, coalesced into one call). Returns
+# {slots reserved, wait µs until the first, Redis's now in µs}: slot i is now + wait + i x interval.
 # Numbers are written with string.format: Redis would turn a Lua number into "%.14g", which
 # loses the microseconds of a Unix time.
 GCRA_SCRIPT = """
@@ -77,15 +78,18 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local horizon = tonumber(ARGV[2])
+local wanted = tonumber(ARGV[3] or '1')
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local wait = tat - now
-if wait > horizon then
-  return {0, string.format('%.0f', wait), string.format('%.0f', now)}
+local fit = 0
+if wait <= horizon then fit = math.floor((horizon - wait) / interval) + 1 end
+local n = math.min(wanted, fit)
+if n > 0 then
+  local new_tat = tat + n * interval
+  redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 60000)
 end
-local new_tat = tat + interval
-redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 60000)
-return {1, string.format('%.0f', wait), string.format('%.0f', now)}
+return {n, string.format('%.0f', wait), string.format('%.0f', now)}
 """
 
 FULL_RELOAD_INTERVAL = 30.0
@@ -99,6 +103,8 @@ LATENESS_SHARE = 0.5
 MAX_RESERVATIONS = 4
 # Clock samples kept (one per rules refresh, every THROTTLE_REFRESH_INTERVAL): ~10 s.
 CLOCK_SAMPLES = 20
+# Most slots one script call reserves for the waiting callers of a process.
+MAX_BATCH = 256
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -132,6 +138,66 @@ def make_rule(row: ThrottlingRuntime, margin: float) -> Rule:
     )
 
 
+@dataclass(slots=True)
+class _Wanted:
+    horizon_us: int
+    answer: asyncio.Future[tuple[bool, int, int]]
+
+
+class _SlotCoalescer:
+    """One script call at a time per (key, horizon class) in this process; the callers that come
+    while it runs wait and are served together by the next one. Under load the Redis round
+    trips per call fall well below one (and the CPU with them); alone, a call goes at once."""
+
+    def __init__(self, script: Any, slot_key: str, interval_us: float) -> None:
+        self.script = script
+        self.slot_key = slot_key
+        self.interval_us = interval_us
+        self.waiting: list[_Wanted] = []
+        self.draining: asyncio.Task[None] | None = None
+
+    async def reserve(self, horizon_us: int) -> tuple[bool, int, int]:
+        """(reserved, wait µs, Redis's now µs) for one slot within `horizon_us`."""
+        answer: asyncio.Future[tuple[bool, int, int]] = asyncio.get_running_loop().create_future()
+        self.waiting.append(_Wanted(horizon_us, answer))
+        if self.draining is None:
+            self.draining = asyncio.create_task(self._drain())
+        return await answer
+
+    async def _drain(self) -> None:
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting[:MAX_BATCH], self.waiting[MAX_BATCH:]
+                horizon = min(w.horizon_us for w in batch)
+                try:
+                    reserved, wait_us, now_us = await self.script(
+                        keys=[self.slot_key], args=[f"{self.interval_us:.3f}", horizon, len(batch)]
+                    )
+                except BaseException as exc:
+                    for wanted in batch:
+                        if not wanted.answer.done():
+                            failure = exc if isinstance(exc, Exception) else RedisError(repr(exc))
+                            wanted.answer.set_exception(failure)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                reserved, first, now = int(reserved), int(wait_us), int(now_us)
+                for i, wanted in enumerate(batch):
+                    wait = round(first + i * self.interval_us)
+                    if i < reserved:
+                        outcome = (True, wait, now)
+                    elif wanted.horizon_us > horizon:
+                        # Refused only because another caller of the batch accepted less.
+                        self.waiting.append(wanted)
+                        continue
+                    else:
+                        outcome = (False, wait, now)
+                    if not wanted.answer.done():
+                        wanted.answer.set_result(outcome)
+        finally:
+            self.draining = None
+
+
 class ThrottleGate:
     """The process's view of the deployed rules, and the admission of outbound calls."""
 
@@ -146,6 +212,7 @@ class ThrottleGate:
         self.channel = key(settings, "throttling", "changed")
         self._seen_version: bytes | str | None = None
         self._script: Any = redis.register_script(GCRA_SCRIPT)
+        self._coalescers: dict[tuple[str, float, bool], _SlotCoalescer] = {}
         self._reload_lock = asyncio.Lock()
         self._loaded_at = 0.0
         # Redis's clock minus this process's, in seconds. Queued calls keep their slot on
@@ -197,6 +264,12 @@ class ThrottleGate:
                     await session.scalars(select(ThrottlingRuntime).where(ThrottlingRuntime.active.is_(True)))
                 ).all()
             self.rules = _by_org(make_rule(row, self.settings.throttle_safety_margin) for row in rows)
+            current = {(r.uid, r.interval_us) for rules in self.rules.values() for r in rules}
+            self._coalescers = {
+                ident: c
+                for ident, c in self._coalescers.items()
+                if ident[:2] in current or c.draining is not None
+            }
             self._seen_version = version
             self._loaded_at = time.monotonic()
 
@@ -264,8 +337,8 @@ class ThrottleGate:
             waited = time.monotonic() - started
             horizon = self.settings.throttle_queue_horizon if may_queue else max(max_wait - waited, 0.0)
             try:
-                reserved, wait_us, redis_now_us = await self._script(
-                    keys=[self.slot_key(rule)], args=[f"{rule.interval_us:.3f}", int(horizon * 1_000_000)]
+                reserved, wait_us, redis_now_us = await self._coalescer(rule, may_queue).reserve(
+                    int(horizon * 1_000_000)
                 )
             except RedisError as exc:
                 # Without Redis there is no shared count: the call goes (fail open) rather than
@@ -305,6 +378,16 @@ class ThrottleGate:
         # metric says so (sluice_throttle_calls_total{outcome="sent_late"}).
         THROTTLED.labels(rule.uid, "sent_late").inc()
         THROTTLE_WAIT.observe(time.monotonic() - started)
+
+    def _coalescer(self, rule: Rule, may_queue: bool) -> _SlotCoalescer:
+        # Queueable callers accept hours, the others seconds: batched apart, so that one kind
+        # does not narrow the other's horizon.
+        ident = (rule.uid, rule.interval_us, may_queue)
+        coalescer = self._coalescers.get(ident)
+        if coalescer is None:
+            coalescer = _SlotCoalescer(self._script, self.slot_key(rule), rule.interval_us)
+            self._coalescers[ident] = coalescer
+        return coalescer
 
     async def _wait_for(self, slot: float) -> float:
         """Sleep until `slot` (Redis's clock); return how late the call resumed, in seconds."""

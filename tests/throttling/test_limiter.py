@@ -14,6 +14,7 @@ from sqlalchemy import select
 from app.airlock.models import AsyncCall, AsyncCallLog, CallStatus
 from app.throttling import worker as throttling_worker
 from app.throttling.limiter import THROTTLED
+from app.upstream.client import UpstreamExchange
 from tests.airlock.conftest import Clock
 from tests.conftest import Running, Sandbox
 from tests.support import Receiver
@@ -53,6 +54,46 @@ async def test_gcra_spaces_slots_and_refuses_beyond_the_horizon(airlock: Running
     reserved, _, _ = await gate._script(keys=[gate.slot_key(rule)], args=[f"{rule.interval_us:.3f}", 0])
     assert int(reserved) == 0
     assert await airlock.state.redis.get(gate.slot_key(rule)) == before
+
+
+async def test_concurrent_callers_share_script_calls_and_keep_their_spacing(
+    airlock: Running, sandbox: Sandbox
+) -> None:
+    await deploy_limit(airlock, sandbox, 1000, ["GET"])
+    gate = airlock.state.throttle
+    [rule] = gate.rules[ORG]
+    # Several slots in one call: consecutive, within the horizon only (one-second slots here,
+    # so that the few microseconds between the calls do not matter).
+    probe = gate.slot_key(rule) + ":probe"
+    reserved, wait_us, _ = await gate._script(keys=[probe], args=["1000000", 10**7, 5])
+    assert (int(reserved), int(wait_us)) == (5, 0)
+    reserved, wait_us, _ = await gate._script(keys=[probe], args=["1000000", 12_500_000, 20])
+    assert int(reserved) == 8  # the slots 5, 6 ... 12 s from the first: within 12.5 s
+    assert 4_900_000 < int(wait_us) <= 5_000_000
+
+    script_calls = 0
+    script = gate._script
+
+    async def counted(**kwargs: Any) -> Any:
+        nonlocal script_calls
+        script_calls += 1
+        return await script(**kwargs)
+
+    gate._script = counted
+    gate._coalescers.clear()
+    exchange = UpstreamExchange(org_id=ORG)
+    released: list[float] = []
+
+    async def call() -> None:
+        await gate.admit("GET", f"{sandbox.url}/v2/product-list", exchange)
+        released.append(time.time())
+
+    await asyncio.gather(*(call() for _ in range(100)))
+    # 100 concurrent callers: a handful of script calls, not one each.
+    assert script_calls < 20, script_calls
+    # Every caller still went at its own slot: 100 slots take ~99 intervals.
+    released.sort()
+    assert released[-1] - released[0] >= 99 * rule.interval_us / 1e6 * 0.9
 
 
 async def test_calls_wait_for_their_slot_then_429_beyond_the_wait(start_app: Any, sandbox: Sandbox) -> None:
