@@ -51,7 +51,14 @@ async def test_two_replicas_keep_the_limit_together(
     database_url: str, sandbox: Sandbox, tmp_path: Path
 ) -> None:
     # Replicas of one deployment share the database, Redis and the key prefix.
-    env = sluice_env(database_url, sandbox, REDIS_KEY_PREFIX=new_redis_prefix())
+    # The margin absorbs the jitter between a slot and the call's arrival at the partner. On this
+    # shared two-core machine, with both replicas, the partner, the load and the databases on it,
+    # the OS deschedules any of them for a few ms at times: 201 calls took down to 1.0025 s
+    # where the default margin (0.75 %) spaces them over 1.0076 s, and one run in ~12 put 201 in
+    # a second. 1.25 % leaves 12 ms and keeps the rate within the 2 % asked.
+    env = sluice_env(
+        database_url, sandbox, REDIS_KEY_PREFIX=new_redis_prefix(), THROTTLE_SAFETY_MARGIN="0.0125"
+    )
     env.pop("AIRLOCK_POLL_INTERVAL")
     a, a_url = start_sluice({**env, "INSTANCE_NAME": "a"}, tmp_path / "a.log")
     b, b_url = start_sluice({**env, "INSTANCE_NAME": "b"}, tmp_path / "b.log")
