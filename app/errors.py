@@ -87,6 +87,18 @@ class ValidationFailed(SluiceError):
     status, code, title = 422, "validation_error", "The request is not valid"
 
 
+class Conflict(SluiceError):
+    status, code, title = 409, "conflict", "The request conflicts with the resource's state"
+
+
+class PreconditionFailed(SluiceError):
+    status, code, title = 412, "precondition_failed", "The resource changed since you read it"
+
+
+class PreconditionRequired(SluiceError):
+    status, code, title = 428, "precondition_required", "This request must be conditional (If-Match)"
+
+
 class ServiceUnavailable(SluiceError):
     status, code, title = 503, "service_unavailable", "Service unavailable"
 

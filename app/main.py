@@ -26,6 +26,7 @@ from app.health.router import router as health_router
 from app.middleware import RequestContextMiddleware
 from app.notify import ErrorEvent, Notifier
 from app.observability import setup_logging, setup_tracing
+from app.orders.router import router as orders_router
 from app.partner.router import router as partner_router
 from app.redis import create_redis
 from app.security import Authenticator, document_security
@@ -177,6 +178,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(airlock_router)
     app.include_router(throttling_router, prefix=settings.throttling_base_path.rstrip("/"))
     app.include_router(throttling_runtime_router)
+    app.include_router(orders_router)
     if settings.mount_sandbox:
         from app.sandbox import create_sandbox_app
 

@@ -4,6 +4,7 @@ from app.airlock.models import AirlockConnector, AsyncCall, AsyncCallLog, Webhoo
 from app.clients.models import ApiClient
 from app.commlog.models import CommLog
 from app.db import Base
+from app.orders.models import Order
 from app.throttling.models import ThrottlingConfig, ThrottlingRuntime
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "AsyncCallLog",
     "Base",
     "CommLog",
+    "Order",
     "ThrottlingConfig",
     "ThrottlingRuntime",
     "WebhookSecret",

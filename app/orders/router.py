@@ -1,0 +1,116 @@
+"""HTTP only: the Orders API (scope `orders`)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+
+from app.clients.service import Principal
+from app.db import SessionDep
+from app.orders import service
+from app.orders.models import OrderStatus
+from app.orders.schemas import OrderIn, OrderOut, OrderPage
+from app.security import require_scopes
+from app.state import AppState
+
+router = APIRouter(prefix="/v1/orders", tags=["orders"])
+OrdersDep = Annotated[Principal, Depends(require_scopes("orders"))]
+IfMatch = Annotated[str | None, Header(alias="If-Match", max_length=200)]
+
+
+def _instance(request: Request) -> str:
+    state: AppState = request.app.state.sluice
+    return state.settings.instance_name
+
+
+@router.post("", response_model=OrderOut, status_code=201, summary="Create an order (idempotent on its id)")
+async def create_order(
+    data: OrderIn, request: Request, response: Response, session: SessionDep, principal: OrdersDep
+) -> OrderOut:
+    """201 with the new order; the same POST again (same `id`, same content) answers 200 with the
+    order as it is; the same `id` with other content is 409."""
+    order, created = await service.create(session, data, instance=_instance(request))
+    response.status_code = 201 if created else 200
+    response.headers["ETag"] = service.etag(order)
+    response.headers["Location"] = f"/v1/orders/{order.id}"
+    return OrderOut.of(order)
+
+
+@router.get("", response_model=OrderPage, summary="List orders, or read the change feed (since=)")
+async def list_orders(
+    session: SessionDep,
+    principal: OrdersDep,
+    status: Annotated[list[OrderStatus] | None, Query(description="repeat to give several")] = None,
+    currency: Annotated[str | None, Query(min_length=3, max_length=3)] = None,
+    email: Annotated[str | None, Query(max_length=320, description="customer e-mail, exact")] = None,
+    q: Annotated[str | None, Query(max_length=200, description="in the number or customer name")] = None,
+    include_deleted: bool = False,
+    limit: Annotated[int | None, Query(ge=1, le=service.MAX_PAGE)] = None,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    since: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            description="change feed: changes after this position (0: from the start), tombstones included",
+        ),
+    ] = None,
+) -> OrderPage:
+    if since is not None:
+        rows, next_since = await service.changes(session, since=since, limit=service.page_limit(limit))
+        return OrderPage(items=[OrderOut.of(o) for o in rows], next_since=next_since)
+    rows, next_cursor = await service.list_orders(
+        session,
+        status=[s.value for s in status] if status else None,
+        currency=currency,
+        email=email,
+        q=q,
+        include_deleted=include_deleted,
+        limit=service.page_limit(limit),
+        cursor=cursor,
+    )
+    return OrderPage(items=[OrderOut.of(o) for o in rows], next_cursor=next_cursor)
+
+
+@router.get("/{order_id}", response_model=OrderOut, summary="Read an order")
+async def get_order(
+    order_id: uuid.UUID,
+    response: Response,
+    session: SessionDep,
+    principal: OrdersDep,
+    include_deleted: bool = False,
+) -> OrderOut:
+    order = await service.get(session, order_id, include_deleted=include_deleted)
+    response.headers["ETag"] = service.etag(order)
+    return OrderOut.of(order)
+
+
+@router.put("/{order_id}", response_model=OrderOut, summary="Change an order (If-Match required)")
+async def update_order(
+    order_id: uuid.UUID,
+    data: OrderIn,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    principal: OrdersDep,
+    if_match: IfMatch = None,
+) -> OrderOut:
+    """Send `If-Match` with the ETag you read: 412 if the order changed since, 428 without it."""
+    order = await service.update(session, order_id, data, if_match=if_match, instance=_instance(request))
+    response.headers["ETag"] = service.etag(order)
+    return OrderOut.of(order)
+
+
+@router.delete("/{order_id}", response_model=OrderOut, summary="Delete an order (kept as a tombstone)")
+async def delete_order(
+    order_id: uuid.UUID,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    principal: OrdersDep,
+    if_match: IfMatch = None,
+) -> OrderOut:
+    order = await service.delete(session, order_id, if_match=if_match, instance=_instance(request))
+    response.headers["ETag"] = service.etag(order)
+    return OrderOut.of(order)

@@ -1,0 +1,243 @@
+"""Orders: creation, conditional updates, tombstones, listing and the change feed."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import datetime
+
+from sqlalchemy import func, or_, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import utcnow
+from app.errors import BadRequest, Conflict, NotFound, PreconditionFailed, PreconditionRequired
+from app.orders.models import Order
+from app.orders.schemas import OrderIn
+from app.orders.sync_states import SyncState
+
+# pg_advisory_xact_lock key serialising the last step of order writes (any constant will do;
+# this one spells "ORDR").
+CHANGE_LOCK = 0x4F524452
+MAX_PAGE = 500
+
+
+def etag(order: Order) -> str:
+    return f'"{order.version}"'
+
+
+def check_if_match(order: Order, if_match: str | None, *, required: bool) -> None:
+    """RFC 9110 If-Match with strong comparison; `*` matches any existing order."""
+    if if_match is None:
+        if required:
+            raise PreconditionRequired(
+                f"Send If-Match: {etag(order)} (the version you read) to change this order"
+            )
+        return
+    tags = [tag.strip() for tag in if_match.split(",")]
+    if "*" in tags or etag(order) in tags:
+        return
+    raise PreconditionFailed(
+        f"The order is at version {order.version}; you sent If-Match: {if_match}",
+        headers={"ETag": etag(order)},
+        extra={"current_version": order.version},
+    )
+
+
+async def stamp_change(session: AsyncSession, order: Order) -> None:
+    """Give the order's change its place in the feed, as the transaction's last step.
+
+    On PostgreSQL a transaction-scoped advisory lock is taken first and held until commit, so
+    sequence numbers are handed out in commit order: a reader that has seen number n has also
+    seen every change numbered below n. (A plain sequence would let a slow transaction commit
+    number 10 after a reader moved its cursor past 11.) SQLite has one writer at a time.
+    """
+    await session.flush()
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHANGE_LOCK})
+        order.change_seq = (await session.execute(text("SELECT nextval('orders_change_seq')"))).scalar_one()
+    else:
+        current = await session.scalar(select(func.max(Order.change_seq)))
+        order.change_seq = (current or 0) + 1
+    await session.flush()
+
+
+def _apply(order: Order, data: OrderIn) -> None:
+    order.customer_name = data.customer.name
+    order.customer_email = str(data.customer.email)
+    order.lines = data.stored_lines()
+    order.currency = data.currency
+    order.total = data.total()
+    order.status = data.status.value
+    order.notes = data.notes
+    if data.number is not None:
+        order.number = data.number
+
+
+def same_content(order: Order, data: OrderIn) -> bool:
+    return (
+        order.customer_name == data.customer.name
+        and order.customer_email == str(data.customer.email)
+        and order.lines == data.stored_lines()
+        and order.currency == data.currency
+        and order.status == data.status.value
+        and order.notes == data.notes
+        and (data.number is None or order.number == data.number)
+    )
+
+
+async def create(session: AsyncSession, data: OrderIn, *, instance: str) -> tuple[Order, bool]:
+    """Create the order; (order, created). The same POST again (same id and content) returns the
+    existing order; the same id with other content is a conflict."""
+    if data.id is not None:
+        existing = await session.get(Order, data.id)
+        if existing is not None:
+            if existing.deleted or not same_content(existing, data):
+                raise Conflict(
+                    f"An order with id {data.id} already exists with other content"
+                    + (" (deleted)" if existing.deleted else ""),
+                    extra={"current_version": existing.version},
+                )
+            return existing, False
+    order_id = data.id or uuid.uuid4()
+    order = Order(
+        id=order_id,
+        number=data.number or f"ORD-{order_id.hex[:10].upper()}",
+        origin=instance,
+        changed_by=instance,
+        version=1,
+        deleted=False,
+        sync_state=SyncState.ST_NEW.value,
+        created_at=utcnow(),
+        updated_at=utcnow(),
+    )
+    _apply(order, data)
+    session.add(order)
+    await stamp_change(session, order)
+    await session.commit()
+    return order, True
+
+
+async def get(session: AsyncSession, order_id: uuid.UUID, *, include_deleted: bool = False) -> Order:
+    order = await session.get(Order, order_id)
+    if order is None or (order.deleted and not include_deleted):
+        raise NotFound(f"No order {order_id}")
+    return order
+
+
+async def _for_change(session: AsyncSession, order_id: uuid.UUID) -> Order:
+    order = await session.get(Order, order_id, with_for_update=True)
+    if order is None or order.deleted:
+        raise NotFound(f"No order {order_id}")
+    if order.sync_state == SyncState.ST_COLLISION:
+        raise Conflict(
+            "This order is in collision with the peer's copy: resolve it first "
+            f"(POST /v1/orders/{order_id}/resolve)"
+        )
+    return order
+
+
+def _local_change(order: Order, instance: str, state: SyncState) -> None:
+    order.version += 1
+    order.changed_by = instance
+    order.updated_at = utcnow()
+    order.sync_state = state.value
+
+
+async def update(
+    session: AsyncSession, order_id: uuid.UUID, data: OrderIn, *, if_match: str | None, instance: str
+) -> Order:
+    if data.id is not None and data.id != order_id:
+        raise BadRequest(f"The body's id {data.id} is not the URL's {order_id}")
+    order = await _for_change(session, order_id)
+    check_if_match(order, if_match, required=True)
+    if same_content(order, data):
+        return order  # nothing changed: no new version, nothing to sync
+    _apply(order, data)
+    # Not yet acknowledged by the peer: it is still new to it.
+    state = SyncState.ST_NEW if order.sync_state == SyncState.ST_NEW else SyncState.ST_UPD
+    _local_change(order, instance, state)
+    await stamp_change(session, order)
+    await session.commit()
+    return order
+
+
+async def delete(session: AsyncSession, order_id: uuid.UUID, *, if_match: str | None, instance: str) -> Order:
+    """Mark the order deleted (a tombstone the peer reads in the change feed)."""
+    order = await _for_change(session, order_id)
+    check_if_match(order, if_match, required=False)
+    order.deleted = True
+    _local_change(order, instance, SyncState.ST_DEL)
+    await stamp_change(session, order)
+    await session.commit()
+    return order
+
+
+def _encode_cursor(order: Order) -> str:
+    raw = f"{order.created_at.isoformat()}|{order.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        when, _, ident = raw.partition("|")
+        return datetime.fromisoformat(when), uuid.UUID(ident)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise BadRequest("Invalid cursor: pass next_cursor from the previous page") from exc
+
+
+async def list_orders(
+    session: AsyncSession,
+    *,
+    status: list[str] | None,
+    currency: str | None,
+    email: str | None,
+    q: str | None,
+    include_deleted: bool,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Order], str | None]:
+    """Newest first, keyset-paginated on (created_at, id)."""
+    query = select(Order)
+    if not include_deleted:
+        query = query.where(Order.deleted.is_(False))
+    if status:
+        query = query.where(Order.status.in_(status))
+    if currency:
+        query = query.where(Order.currency == currency.upper())
+    if email:
+        query = query.where(func.lower(Order.customer_email) == email.lower())
+    if q:
+        pattern = f"%{q.lower()}%"
+        query = query.where(
+            or_(func.lower(Order.number).like(pattern), func.lower(Order.customer_name).like(pattern))
+        )
+    if cursor:
+        when, ident = _decode_cursor(cursor)
+        query = query.where(or_(Order.created_at < when, (Order.created_at == when) & (Order.id < ident)))
+    rows = list(
+        (
+            await session.scalars(query.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit + 1))
+        ).all()
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (_encode_cursor(rows[-1]) if more and rows else None)
+
+
+async def changes(session: AsyncSession, *, since: int, limit: int) -> tuple[list[Order], int]:
+    """Orders changed after position `since` of the feed (tombstones included), in feed order;
+    and the position to read from next."""
+    rows = list(
+        (
+            await session.scalars(
+                select(Order).where(Order.change_seq > since).order_by(Order.change_seq).limit(limit)
+            )
+        ).all()
+    )
+    return rows, (rows[-1].change_seq or since) if rows else since
+
+
+def page_limit(limit: int | None) -> int:
+    return max(1, min(limit or 50, MAX_PAGE))
