@@ -27,6 +27,8 @@ from app.middleware import RequestContextMiddleware
 from app.notify import ErrorEvent, Notifier
 from app.observability import setup_logging, setup_tracing
 from app.orders.router import router as orders_router
+from app.orders.router import sync_router
+from app.orders.sync import OrderSync
 from app.partner.router import router as partner_router
 from app.redis import create_redis
 from app.security import Authenticator, document_security
@@ -78,6 +80,8 @@ def _start_loops(state: AppState, stop: asyncio.Event) -> list[asyncio.Task[None
         tasks.append(
             asyncio.create_task(throttling_worker.run_maintenance(state, stop), name="throttling-maintenance")
         )
+        if state.order_sync.enabled:
+            tasks.append(asyncio.create_task(state.order_sync.run(stop), name="order-sync"))
     return tasks
 
 
@@ -114,6 +118,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         partner=partner,
         url_policy=UrlPolicy(settings),
         throttle=throttle,
+        order_sync=OrderSync(settings, sessionmaker),
         app=app,
     )
     app.state.sluice = state
@@ -149,6 +154,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 logger.error("background loop %s ended with %r", task.get_name(), task.exception())
         await airlock_alerts.drain()
         await partner.aclose()
+        await state.order_sync.aclose()
         await notifier.stop()
         with contextlib.suppress(Exception):
             await redis.aclose()
@@ -179,6 +185,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(throttling_router, prefix=settings.throttling_base_path.rstrip("/"))
     app.include_router(throttling_runtime_router)
     app.include_router(orders_router)
+    app.include_router(sync_router)
     if settings.mount_sandbox:
         from app.sandbox import create_sandbox_app
 

@@ -4,7 +4,7 @@ from app.airlock.models import AirlockConnector, AsyncCall, AsyncCallLog, Webhoo
 from app.clients.models import ApiClient
 from app.commlog.models import CommLog
 from app.db import Base
-from app.orders.models import Order
+from app.orders.models import Order, SyncPeer
 from app.throttling.models import ThrottlingConfig, ThrottlingRuntime
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "Base",
     "CommLog",
     "Order",
+    "SyncPeer",
     "ThrottlingConfig",
     "ThrottlingRuntime",
     "WebhookSecret",

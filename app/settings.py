@@ -69,6 +69,22 @@ class Settings(BaseSettings):
     # After an undeploy, calls queued under the old runtime version still run this long.
     throttle_undeploy_grace: float = 86_400.0
 
+    # --- two-way order sync -----------------------------------------------------------------
+    # The other instance (A's peer is B and B's is A). Unset: no sync. INSTANCE_NAME must differ
+    # between the two: it tells whose change a version is.
+    sync_peer_url: str | None = None
+    # An API key of the peer with the `orders` scope.
+    sync_peer_api_key: SecretStr | None = None
+    # Seconds between sync rounds (a round pulls the peer's feed and pushes local changes).
+    sync_interval: float = 2.0
+    # Orders per pull page and per push round; pushes in flight at once.
+    sync_batch_size: int = 100
+    sync_push_concurrency: int = 8
+    # Longest wait between rounds while the peer keeps failing (doubling from SYNC_INTERVAL).
+    sync_max_backoff: float = 60.0
+    # Seconds the peer has to answer one request.
+    sync_timeout: float = 10.0
+
     # --- security ------------------------------------------------------------------------
     # An admin key accepted without a database row (all scopes), for bootstrapping.
     bootstrap_admin_key: SecretStr | None = None

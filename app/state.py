@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from app.airlock.urls import UrlPolicy
     from app.commlog.service import CommLogWriter
     from app.notify import Notifier
+    from app.orders.sync import OrderSync
     from app.redis import Redis
     from app.security import Authenticator
     from app.settings import Settings
@@ -36,6 +37,7 @@ class AppState:
     partner: PartnerClient
     url_policy: UrlPolicy
     throttle: ThrottleGate
+    order_sync: OrderSync
     # The app itself: the airlock's delivery loop replays stored calls through its routes.
     app: FastAPI | None = None
     # Set when a call becomes due in this process (wakes the delivery loop without Postgres NOTIFY).

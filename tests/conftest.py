@@ -4,6 +4,7 @@ and Sluice apps with their lifespan running."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -36,11 +37,12 @@ def new_redis_prefix() -> str:
     return f"{REDIS_SESSION_PREFIX}{uuid.uuid4().hex[:12]}:"
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
+@contextlib.contextmanager
+def fresh_database(prefix: str = "sluice_test") -> Iterator[str]:
+    """A new Postgres database, migrated with `python -m app migrate`; dropped afterwards."""
     import asyncio
 
-    name = f"sluice_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
 
     async def admin(sql: str) -> None:
         conn = await asyncpg.connect(PG_ADMIN_DSN)
@@ -51,16 +53,24 @@ def database_url() -> Iterator[str]:
 
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    result = subprocess.run(
-        [sys.executable, "-m", "app", "migrate"],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": url},
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    yield url
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "app", "migrate"],
+            cwd=ROOT,
+            env={**os.environ, "DATABASE_URL": url},
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr
+        yield url
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -62,9 +62,26 @@ class Order(Base):
     # During a collision: the peer's copy, kept until someone resolves it.
     remote_copy: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     sync_error: Mapped[str | None] = mapped_column(Text)
+    # A resolved collision not yet sent: the push tells the peer to take it over its own copy.
+    resolution_pending: Mapped[bool] = mapped_column(Boolean, default=False)
     synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         Index("ix_orders_sync_state", "sync_state"),
         Index("ix_orders_created", "created_at", "id"),
     )
+
+
+class SyncPeer(Base):
+    """The sync loop's durable position in the peer's change feed, and how its last runs went."""
+
+    __tablename__ = "sync_peer"
+
+    peer_url: Mapped[str] = mapped_column(String(500), primary_key=True)
+    cursor: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    pulled: Mapped[int] = mapped_column(BigInteger, default=0)
+    pushed: Mapped[int] = mapped_column(BigInteger, default=0)

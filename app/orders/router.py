@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from app.clients.service import Principal
 from app.db import SessionDep
-from app.orders import service
+from app.errors import BadRequest, Conflict, ServiceUnavailable
+from app.orders import service, sync
 from app.orders.models import OrderStatus
-from app.orders.schemas import OrderIn, OrderOut, OrderPage
+from app.orders.schemas import OrderIn, OrderOut, OrderPage, Replica, ResolveIn, SyncAnswer
+from app.orders.sync import OrderSync
 from app.security import require_scopes
 from app.state import AppState
 
@@ -112,5 +114,70 @@ async def delete_order(
     if_match: IfMatch = None,
 ) -> OrderOut:
     order = await service.delete(session, order_id, if_match=if_match, instance=_instance(request))
+    response.headers["ETag"] = service.etag(order)
+    return OrderOut.of(order)
+
+
+# --- sync -----------------------------------------------------------------------------------
+
+sync_router = APIRouter(prefix="/v1/sync", tags=["order sync"])
+
+
+def _sync(request: Request) -> OrderSync:
+    state: AppState = request.app.state.sluice
+    return state.order_sync
+
+
+@sync_router.post("/orders", response_model=SyncAnswer, summary="Receive a new order from the peer")
+async def receive_new(replica: Replica, session: SessionDep, principal: OrdersDep) -> SyncAnswer:
+    """Used by the peer's sync loop: the answer is the state the record took here."""
+    return await sync.receive(session, replica)
+
+
+@sync_router.put(
+    "/orders/{order_id}", response_model=SyncAnswer, summary="Receive a changed order from the peer"
+)
+async def receive_change(
+    order_id: uuid.UUID, replica: Replica, session: SessionDep, principal: OrdersDep, if_match: IfMatch = None
+) -> SyncAnswer:
+    if replica.id != order_id:
+        raise BadRequest(f"The body's id {replica.id} is not the URL's {order_id}")
+    return await sync.receive(session, replica)
+
+
+@sync_router.get("/status", summary="The sync loop's cursor, last run, errors and counts per state")
+async def sync_status(request: Request, principal: OrdersDep) -> dict[str, Any]:
+    return await _sync(request).status()
+
+
+@sync_router.post("/run", summary="Run a sync round now")
+async def sync_now(request: Request, principal: OrdersDep) -> dict[str, Any]:
+    syncer = _sync(request)
+    if not syncer.enabled:
+        raise Conflict("No peer configured (SYNC_PEER_URL)")
+    try:
+        result = await syncer.run_once()
+    except sync.PeerError as exc:
+        raise ServiceUnavailable(f"The peer failed: {exc}") from exc
+    return {
+        "pulled": result.pulled,
+        "pushed": result.pushed,
+        "failed": result.failed,
+        **await syncer.status(),
+    }
+
+
+@router.post("/{order_id}/resolve", response_model=OrderOut, summary="Resolve a collision or sync error")
+async def resolve_order(
+    order_id: uuid.UUID,
+    data: ResolveIn,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    principal: OrdersDep,
+) -> OrderOut:
+    """`{"take": "local"}`, `{"take": "remote"}` or `{"take": "merged", "order": {...}}`: a new
+    version that the peer takes over its own copy."""
+    order = await sync.resolve(session, order_id, data, instance=_instance(request))
     response.headers["ETag"] = service.etag(order)
     return OrderOut.of(order)

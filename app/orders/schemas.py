@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
@@ -94,6 +94,7 @@ class OrderOut(BaseModel):
     deleted: bool
     sync_state: str
     change_seq: int | None
+    changed_by: str
 
     @classmethod
     def of(cls, order: Order) -> OrderOut:
@@ -113,6 +114,7 @@ class OrderOut(BaseModel):
             deleted=order.deleted,
             sync_state=SyncState(order.sync_state).name,
             change_seq=order.change_seq,
+            changed_by=order.changed_by,
         )
 
 
@@ -128,3 +130,62 @@ class OrderPage(BaseModel):
     # List mode: the cursor of the next page. Change feed (`since`): the cursor to read from next.
     next_cursor: str | None = None
     next_since: int | None = None
+
+
+class Replica(BaseModel):
+    """An order as one instance sends it to the other: the content plus what sync needs."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: uuid.UUID
+    number: Annotated[str, Field(min_length=1, max_length=64)]
+    customer: Customer
+    lines: Annotated[list[OrderLine], Field(min_length=1, max_length=500)]
+    currency: Annotated[str, Field(min_length=3, max_length=3)]
+    status: OrderStatus
+    notes: Annotated[str, Field(max_length=10_000)] = ""
+    created_at: datetime
+    updated_at: datetime
+    version: Annotated[int, Field(ge=1)]
+    origin: Annotated[str, Field(min_length=1, max_length=64)]
+    deleted: bool = False
+    changed_by: Annotated[str, Field(min_length=1, max_length=64)]
+    # The sender's sync state of the record (ST_NEW, ST_UPD, ST_DEL, ST_ERROR).
+    sync_state: str
+    # A resolved collision: the receiver, in collision too, takes this copy.
+    resolution: bool = False
+    sync_error: str | None = None
+
+    @field_validator("sync_state")
+    @classmethod
+    def _known_state(cls, value: str) -> str:
+        if value not in SyncState.__members__:
+            raise ValueError(f"unknown sync state {value!r}")
+        return value
+
+    def as_order_in(self) -> OrderIn:
+        return OrderIn(
+            number=self.number,
+            customer=self.customer,
+            lines=self.lines,
+            currency=self.currency,
+            status=self.status,
+            notes=self.notes,
+        )
+
+
+class SyncAnswer(BaseModel):
+    """What the receiver of a replica answers: its state for the record afterwards, the version
+    it now holds from the sender (None: not taken, e.g. a collision), and its own copy."""
+
+    state: str
+    ack_version: int | None
+    order: OrderOut | None
+
+
+class ResolveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    take: Literal["local", "remote", "merged"]
+    # For "merged": the order as it should be.
+    order: OrderIn | None = None

@@ -1,0 +1,438 @@
+"""Two-way sync of orders with a peer instance, over the peer's own HTTP API (GET, POST, PUT).
+
+Each change crosses once. The instance where an order changed pushes the change (POST for an
+order the peer has not acknowledged yet, PUT otherwise) and the peer answers, in the same
+response, the state the record took there: the acknowledgement travels back without a write
+of its own. Each instance also follows the peer's change feed from a durable cursor, which
+brings the peer's changes early and after outages; a change applied that way is acknowledged
+when the peer's own push of it arrives (a repeat, answered at once).
+
+No echo: every version records which instance made it (`changed_by`). A change applied from
+the peer keeps the peer's name, so it is never pushed back, and the peer skips its own changes
+when they come back through this instance's feed.
+
+States and transitions are the seed's (app.orders.sync_states); versions guard them: a version
+already held is a repeat, whatever the table would say. A local change not yet acknowledged
+(ST_NEW, ST_UPD, ST_DEL) meeting a change from the peer is a collision on both sides: each
+keeps its own copy and the other's (`remote_copy`) until someone resolves it (keep local, take
+remote, or a merged edit), and the resolution is pushed as a new version that the peer, in
+collision too, takes over its own copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from prometheus_client import Counter
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db import utcnow
+from app.errors import Conflict, NotFound
+from app.orders.models import Order, SyncPeer
+from app.orders.schemas import OrderOut, Replica, ResolveIn, SyncAnswer
+from app.orders.service import _apply, stamp_change
+from app.orders.sync_states import RETRIED, SyncState, transition
+from app.settings import Settings
+
+logger = logging.getLogger("sluice.sync")
+
+SYNC_REQUESTS = Counter(
+    "sluice_sync_requests_total", "Requests of the order sync to the peer", ["kind", "outcome"]
+)
+SYNC_RECEIVED = Counter(
+    "sluice_sync_received_total", "Order replicas received from the peer, by resulting state", ["state"]
+)
+
+ACKNOWLEDGED = {
+    SyncState.ST_NEW: SyncState.ST_OK,
+    SyncState.ST_UPD: SyncState.ST_OK,
+    SyncState.ST_DEL: SyncState.ST_DEL_SYNCED,
+}
+RESOLVABLE = {SyncState.ST_COLLISION, SyncState.ST_ERROR, SyncState.ST_ERROR_SYNCED}
+
+
+def replica_of(order: Order) -> Replica:
+    out = OrderOut.of(order)
+    return Replica.model_validate(
+        {
+            **out.model_dump(mode="json"),
+            "sync_state": SyncState(order.sync_state).name,
+            "resolution": order.resolution_pending,
+            "sync_error": order.sync_error,
+        }
+    )
+
+
+def _answer(order: Order | None, ack: int | None) -> SyncAnswer:
+    state = SyncState(order.sync_state).name if order is not None else SyncState.ST_ERROR.name
+    return SyncAnswer(state=state, ack_version=ack, order=OrderOut.of(order) if order is not None else None)
+
+
+def _take(order: Order, replica: Replica) -> None:
+    """Make the local record the replica's version (content, version, author)."""
+    _apply(order, replica.as_order_in())
+    order.number = replica.number
+    order.deleted = replica.deleted
+    order.version = replica.version
+    order.changed_by = replica.changed_by
+    order.updated_at = replica.updated_at
+    order.peer_version = replica.version
+    order.remote_copy = None
+    order.sync_error = None
+    order.resolution_pending = False
+    order.synced_at = utcnow()
+
+
+async def receive(session: AsyncSession, replica: Replica) -> SyncAnswer:
+    """Apply a replica sent (or published in its feed) by the peer; commit; say what became of it."""
+    local = await session.get(Order, replica.id, with_for_update=True)
+    sent = SyncState[replica.sync_state]
+    if local is not None and replica.changed_by == local.changed_by and replica.version <= local.version:
+        # A version this side already holds (a lost answer, or the feed brought it first).
+        local.peer_version = max(local.peer_version or 0, replica.version)
+        await session.commit()
+        return _answer(local, replica.version)
+    if local is not None and replica.resolution and SyncState(local.sync_state) in RESOLVABLE:
+        _take(local, replica)
+        local.sync_state = (SyncState.ST_DEL_SYNCED if replica.deleted else SyncState.ST_OK).value
+        await stamp_change(session, local)
+        await session.commit()
+        SYNC_RECEIVED.labels(SyncState(local.sync_state).name).inc()
+        return _answer(local, replica.version)
+
+    current = SyncState(local.sync_state) if local is not None else None
+    step = transition(sent, current)
+    ack: int | None = None
+    if local is None:
+        local = Order(id=replica.id, origin=replica.origin, created_at=replica.created_at)
+        _take(local, replica)
+        local.sync_state = step.becomes.value
+        if step.becomes is SyncState.ST_ERROR:
+            local.sync_error = f"received {sent.name} for an order this instance does not have"
+        session.add(local)
+        await stamp_change(session, local)
+        ack = replica.version if step.becomes is SyncState.ST_OK else None
+    elif step.becomes is SyncState.ST_COLLISION:
+        if current is not SyncState.ST_COLLISION or local.remote_copy is None:
+            local.remote_copy = replica.model_dump(mode="json")
+        local.sync_state = SyncState.ST_COLLISION.value
+    elif step.becomes in (SyncState.ST_OK, SyncState.ST_DEL_SYNCED):
+        if replica.version > local.version or (
+            current is SyncState.ST_OK and replica.version != local.version
+        ):
+            _take(local, replica)
+            await stamp_change(session, local)
+        local.sync_state = step.becomes.value
+        local.peer_version = max(local.peer_version or 0, replica.version)
+        ack = replica.version
+    elif step.becomes is SyncState.ST_ERROR_SYNCED:
+        local.sync_state = step.becomes.value
+        local.sync_error = replica.sync_error or "the peer reported an error for this order"
+    else:  # ST_ERROR: a combination the seed's table does not allow
+        local.sync_state = SyncState.ST_ERROR.value
+        local.sync_error = f"received {sent.name} while {current.name if current else 'absent'}"
+    await session.commit()
+    SYNC_RECEIVED.labels(SyncState(local.sync_state).name).inc()
+    return _answer(local, ack)
+
+
+async def acknowledge(
+    session: AsyncSession, order_id: uuid.UUID, pushed_version: int, answer: SyncAnswer
+) -> None:
+    """Take the peer's answer to a push into account."""
+    local = await session.get(Order, order_id, with_for_update=True)
+    if local is None:
+        return
+    peer_state = SyncState[answer.state]
+    if peer_state is SyncState.ST_COLLISION:
+        local.sync_state = SyncState.ST_COLLISION.value
+        if answer.order is not None:
+            local.remote_copy = answer.order.model_dump(mode="json")
+    elif local.version != pushed_version:
+        # Changed again while the push was on its way: the newer version goes next round.
+        if answer.ack_version is not None:
+            local.peer_version = max(local.peer_version or 0, answer.ack_version)
+    else:
+        step = transition(peer_state, SyncState(local.sync_state))
+        local.sync_state = step.becomes.value
+        if step.becomes is SyncState.ST_ERROR:
+            local.sync_error = f"the peer answered {peer_state.name} to {SyncState(local.sync_state).name}"
+        if answer.ack_version is not None:
+            local.peer_version = max(local.peer_version or 0, answer.ack_version)
+            local.resolution_pending = False
+            local.remote_copy = None
+        local.synced_at = utcnow()
+    await session.commit()
+
+
+async def resolve(session: AsyncSession, order_id: uuid.UUID, data: ResolveIn, *, instance: str) -> Order:
+    """End a collision (or an error): keep the local copy, take the peer's, or save a merged
+    edit. The result is a new version, pushed to the peer, which takes it over its own copy."""
+    local = await session.get(Order, order_id, with_for_update=True)
+    if local is None:
+        raise NotFound(f"No order {order_id}")
+    if SyncState(local.sync_state) not in RESOLVABLE:
+        raise Conflict(
+            f"Order {order_id} is not in collision or error (state {SyncState(local.sync_state).name})"
+        )
+    remote = (
+        Replica.model_validate(local.remote_copy | {"sync_state": "ST_UPD"}) if local.remote_copy else None
+    )
+    top = max(local.version, remote.version if remote else 0)
+    if data.take == "remote":
+        if remote is None:
+            raise Conflict("There is no copy from the peer to take")
+        _apply(local, remote.as_order_in())
+        local.deleted = remote.deleted
+    elif data.take == "merged":
+        if data.order is None:
+            raise Conflict('"merged" needs the order as it should be in "order"')
+        _apply(local, data.order)
+    local.version = top + 1
+    local.changed_by = instance
+    local.updated_at = utcnow()
+    local.remote_copy = None
+    local.sync_error = None
+    local.resolution_pending = True
+    local.sync_state = (SyncState.ST_DEL if local.deleted else SyncState.ST_UPD).value
+    await stamp_change(session, local)
+    await session.commit()
+    return local
+
+
+class PeerError(Exception):
+    """The peer could not be reached or answered 5xx: the round stops and is retried later."""
+
+
+@dataclass
+class RoundResult:
+    pulled: int = 0
+    pushed: int = 0
+    failed: int = 0
+
+
+class OrderSync:
+    """The sync loop of one instance with its peer."""
+
+    def __init__(self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self.settings = settings
+        self.sessionmaker = sessionmaker
+        self.peer = (settings.sync_peer_url or "").rstrip("/")
+        self.me = settings.instance_name
+        key = settings.sync_peer_api_key.get_secret_value() if settings.sync_peer_api_key else ""
+        self.http = httpx.AsyncClient(
+            base_url=self.peer, headers={"X-API-Key": key}, timeout=settings.sync_timeout
+        )
+        self._round_lock = asyncio.Lock()
+        self.wake = asyncio.Event()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.peer)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def _peer_row(self, session: AsyncSession) -> SyncPeer:
+        row = await session.get(SyncPeer, self.peer)
+        if row is None:
+            row = SyncPeer(peer_url=self.peer, cursor=0, pulled=0, pushed=0)
+            session.add(row)
+            await session.flush()
+        return row
+
+    async def _request(self, kind: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self.http.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            SYNC_REQUESTS.labels(kind, "unreachable").inc()
+            raise PeerError(f"{method} {self.peer}{url}: {exc!r}") from exc
+        if response.status_code >= 500 or response.status_code in (401, 403, 404, 429):
+            SYNC_REQUESTS.labels(kind, str(response.status_code)).inc()
+            raise PeerError(f"{method} {self.peer}{url}: {response.status_code} {response.text[:300]}")
+        SYNC_REQUESTS.labels(kind, str(response.status_code)).inc()
+        return response
+
+    async def pull(self) -> int:
+        """Apply the peer's changes since the durable cursor; return how many were read."""
+        total = 0
+        while True:
+            async with self.sessionmaker() as session:
+                cursor = (await self._peer_row(session)).cursor
+                await session.commit()
+            response = await self._request(
+                "pull", "GET", "/v1/orders", params={"since": cursor, "limit": self.settings.sync_batch_size}
+            )
+            page = response.json()
+            for item in page["items"]:
+                await self._apply_pulled(item)
+            async with self.sessionmaker() as session:
+                row = await self._peer_row(session)
+                row.cursor = max(row.cursor, int(page["next_since"]))
+                row.pulled += len(page["items"])
+                await session.commit()
+            total += len(page["items"])
+            if len(page["items"]) < self.settings.sync_batch_size:
+                return total
+
+    async def _apply_pulled(self, item: dict[str, Any]) -> None:
+        order_id = uuid.UUID(item["id"])
+        async with self.sessionmaker() as session:
+            local = await session.get(Order, order_id, with_for_update=True)
+            if item["changed_by"] == self.me:
+                # Our own change as the peer holds it: an acknowledgement if still pending here.
+                state = SyncState(local.sync_state) if local is not None else None
+                if local is not None and local.version == item["version"] and state in ACKNOWLEDGED:
+                    local.sync_state = ACKNOWLEDGED[state].value
+                    local.peer_version = item["version"]
+                    local.resolution_pending = False
+                    local.synced_at = utcnow()
+                await session.commit()
+                return
+            if local is not None and (
+                (local.peer_version or 0) >= item["version"]
+                or SyncState(local.sync_state) is SyncState.ST_COLLISION
+            ):
+                await session.commit()
+                return  # already held; collisions are settled by pushes, not the feed
+            if local is None:
+                sent = SyncState.ST_NEW
+            else:
+                sent = SyncState.ST_DEL if item["deleted"] else SyncState.ST_UPD
+            try:
+                replica = Replica.model_validate({**item, "sync_state": sent.name})
+            except ValueError as exc:
+                logger.warning("order %s from the peer's feed is not valid here: %s", order_id, exc)
+                await session.commit()
+                return
+            await receive(session, replica)
+
+    async def push(self) -> tuple[int, int]:
+        """Send the local changes not yet acknowledged; (sent, failed)."""
+        async with self.sessionmaker() as session:
+            rows = (
+                await session.scalars(
+                    select(Order)
+                    .where(Order.sync_state.in_([s.value for s in RETRIED]))
+                    .order_by(Order.change_seq)
+                    .limit(self.settings.sync_batch_size)
+                )
+            ).all()
+            replicas = [replica_of(o) for o in rows]
+            peer_versions = {o.id: o.peer_version for o in rows}
+        gate = asyncio.Semaphore(self.settings.sync_push_concurrency)
+        failed = 0
+
+        async def one(replica: Replica) -> None:
+            nonlocal failed
+            async with gate:
+                body = replica.model_dump(mode="json")
+                if replica.sync_state == SyncState.ST_NEW.name:
+                    response = await self._request("push", "POST", "/v1/sync/orders", json=body)
+                else:
+                    base = peer_versions.get(replica.id)
+                    headers = {"If-Match": f'"{base}"'} if base else {}
+                    response = await self._request(
+                        "push", "PUT", f"/v1/sync/orders/{replica.id}", json=body, headers=headers
+                    )
+                async with self.sessionmaker() as session:
+                    if response.status_code >= 400:
+                        failed += 1
+                        local = await session.get(Order, replica.id, with_for_update=True)
+                        if local is not None:
+                            local.sync_error = f"peer answered {response.status_code}: {response.text[:500]}"
+                        await session.commit()
+                        return
+                    await acknowledge(
+                        session, replica.id, replica.version, SyncAnswer.model_validate(response.json())
+                    )
+
+        results = await asyncio.gather(*(one(r) for r in replicas), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+        async with self.sessionmaker() as session:
+            row = await self._peer_row(session)
+            row.pushed += len(replicas) - failed
+            await session.commit()
+        return len(replicas) - failed, failed
+
+    async def run_once(self) -> RoundResult:
+        """One round: pull, then push until nothing is pending (or only failures remain)."""
+        async with self._round_lock:
+            result = RoundResult()
+            started = utcnow()
+            try:
+                result.pulled = await self.pull()
+                while True:
+                    sent, failed = await self.push()
+                    result.pushed += sent
+                    result.failed += failed
+                    if sent == 0 or sent + failed < self.settings.sync_batch_size:
+                        break
+            except PeerError as exc:
+                await self._record(started, error=str(exc))
+                raise
+            await self._record(started, error=None)
+            return result
+
+    async def _record(self, started: Any, *, error: str | None) -> None:
+        async with self.sessionmaker() as session:
+            row = await self._peer_row(session)
+            row.last_run_at = started
+            if error is None:
+                row.last_success_at = utcnow()
+            else:
+                row.last_error, row.last_error_at = error, utcnow()
+            await session.commit()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        delay = self.settings.sync_interval
+        while not stop.is_set():
+            try:
+                await self.run_once()
+                delay = self.settings.sync_interval
+            except asyncio.CancelledError:
+                raise
+            except PeerError as exc:
+                logger.warning("order sync with %s failed: %s; next try in %.0f s", self.peer, exc, delay)
+                delay = min(delay * 2, self.settings.sync_max_backoff)
+            except Exception:
+                logger.exception("order sync round failed")
+                delay = min(delay * 2, self.settings.sync_max_backoff)
+            waiter = asyncio.create_task(self.wake.wait())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({waiter, stopper}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+            self.wake.clear()
+
+    async def status(self) -> dict[str, Any]:
+        async with self.sessionmaker() as session:
+            row = await session.get(SyncPeer, self.peer) if self.enabled else None
+            counts = dict(
+                (
+                    await session.execute(select(Order.sync_state, func.count()).group_by(Order.sync_state))
+                ).all()
+            )
+            pending = sum(counts.get(s.value, 0) for s in RETRIED)
+        return {
+            "instance": self.me,
+            "peer_url": self.peer or None,
+            "enabled": self.enabled,
+            "cursor": row.cursor if row else 0,
+            "pending_push": pending,
+            "last_run_at": row.last_run_at if row else None,
+            "last_success_at": row.last_success_at if row else None,
+            "last_error": row.last_error if row else None,
+            "last_error_at": row.last_error_at if row else None,
+            "pulled_total": row.pulled if row else 0,
+            "pushed_total": row.pushed if row else 0,
+            "counts": {s.name: counts.get(s.value, 0) for s in SyncState},
+        }
