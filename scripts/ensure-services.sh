@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure PostgreSQL (127.0.0.1:5432, user postgres, trust auth) and Redis (127.0.0.1:6379)
-# answer, installing them from Debian's packages or starting them when they do not.
+# answer, installing them from Debian's packages or starting them when they do not; and that
+# Debian's Chromium is there for the browser test.
 set -euo pipefail
 
 PGHOST=${PGHOST:-127.0.0.1}
@@ -55,4 +56,10 @@ if ! redis_up; then
   $SUDO redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no
   wait_for redis_up Redis
 fi
+# The admin acceptance test drives Debian's Chromium headless (Playwright, no browser download).
+if ! command -v chromium >/dev/null; then
+  echo "ensure-services: installing Chromium"
+  apt_install chromium
+fi
+
 echo "ensure-services: PostgreSQL on $PGHOST:$PGPORT and Redis on 127.0.0.1:$REDIS_PORT are up"

@@ -8,6 +8,7 @@ from sqladmin.authentication import AuthenticationBackend
 from starlette.requests import Request
 
 from app.admin.airlock import airlock_views
+from app.admin.orders import install_orders_admin
 from app.admin.templates import install_templates
 from app.admin.throttling import install_throttling_admin
 from app.admin.views import ApiClientAdmin, CommLogAdmin
@@ -69,4 +70,5 @@ def mount_admin(app: FastAPI, state: AppState) -> Admin:
     for view in airlock_views(app):
         admin.add_view(view)
     install_throttling_admin(admin, app)
+    install_orders_admin(admin, app)
     return admin

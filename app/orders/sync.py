@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 from prometheus_client import Counter
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import utcnow
@@ -91,7 +92,20 @@ def _take(order: Order, replica: Replica) -> None:
 
 async def receive(session: AsyncSession, replica: Replica) -> SyncAnswer:
     """Apply a replica sent (or published in its feed) by the peer; commit; say what became of it."""
-    local = await session.get(Order, replica.id, with_for_update=True)
+    for attempt in range(3):
+        try:
+            return await _receive(session, replica)
+        except IntegrityError:
+            # The same new order arrived twice at once (the peer's push and our pull of its
+            # feed): the other one inserted it first. Again, it is now a repeat.
+            await session.rollback()
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _receive(session: AsyncSession, replica: Replica) -> SyncAnswer:
+    local = await session.get(Order, replica.id, with_for_update=True, populate_existing=True)
     sent = SyncState[replica.sync_state]
     if local is not None and replica.changed_by == local.changed_by and replica.version <= local.version:
         # A version this side already holds (a lost answer, or the feed brought it first).

@@ -1,11 +1,18 @@
-"""Orders fixtures: an empty orders table per test."""
+"""Orders fixtures: an empty orders table per test; two real instances peered with each other."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
+
+from tests.conftest import ADMIN_KEY, REDIS_URL, fresh_database, new_redis_prefix
+from tests.support import free_port, start_process, stop_process, wait_http
 
 
 @pytest.fixture(autouse=True)
@@ -16,3 +23,67 @@ async def _clean_orders(database_url: str) -> AsyncIterator[None]:
     finally:
         await conn.close()
     yield
+
+
+@dataclass
+class Instance:
+    name: str
+    url: str
+    env: dict[str, str]
+    log: Path
+    proc: Any = None
+    starts: int = 0
+
+    def start(self) -> None:
+        port = self.url.rsplit(":", 1)[1]
+        self.starts += 1
+        self.proc = start_process(
+            ["-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1", "--port", port],
+            env=self.env,
+            # One log per start: a restarted instance must not erase what the previous one said.
+            log=self.log.with_suffix(f".{self.starts}.log"),
+        )
+        wait_http(f"{self.url}/health/live", proc=self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Instance, Instance]]:
+    logs = tmp_path_factory.mktemp("sync")
+    with fresh_database("sluice_sync_a") as db_a, fresh_database("sluice_sync_b") as db_b:
+        url_a, url_b = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+
+        def env(name: str, database: str, peer: str) -> dict[str, str]:
+            return {
+                "INSTANCE_NAME": name,
+                "DATABASE_URL": database,
+                "REDIS_URL": REDIS_URL,
+                "REDIS_KEY_PREFIX": new_redis_prefix(),
+                "BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
+                "SANDBOX_ENABLED": "false",
+                "PARTNER_BASE_URL": "http://127.0.0.1:9",
+                "COMMLOG_ENABLED": "false",
+                "LOG_LEVEL": "WARNING",
+                "SYNC_PEER_URL": peer,
+                "SYNC_PEER_API_KEY": ADMIN_KEY,
+                # Rounds on demand in these tests (the loop runs one at start-up, then sleeps).
+                "SYNC_INTERVAL": "3600",
+                "SYNC_BATCH_SIZE": "50",
+            }
+
+        a = Instance("a", url_a, env("a", db_a, url_b), logs / "a.log")
+        b = Instance("b", url_b, env("b", db_b, url_a), logs / "b.log")
+        a.start()
+        b.start()
+        try:
+            yield a, b
+        finally:
+            a.stop()
+            b.stop()

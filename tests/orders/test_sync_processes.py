@@ -5,82 +5,16 @@ deterministic; the loop itself runs in the outage test."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.conftest import ADMIN_KEY, REDIS_URL, fresh_database, new_redis_prefix
+from tests.conftest import ADMIN_KEY
+from tests.orders.conftest import Instance
 from tests.orders.test_api import order_body
-from tests.support import free_port, start_process, stop_process, wait_http
 
 HEADERS = {"X-API-Key": ADMIN_KEY}
-
-
-@dataclass
-class Instance:
-    name: str
-    url: str
-    env: dict[str, str]
-    log: Path
-    proc: Any = None
-
-    def start(self) -> None:
-        port = self.url.rsplit(":", 1)[1]
-        self.proc = start_process(
-            ["-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1", "--port", port],
-            env=self.env,
-            log=self.log,
-        )
-        wait_http(f"{self.url}/health/live", proc=self.proc)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Instance, Instance]]:
-    logs = tmp_path_factory.mktemp("sync")
-    with fresh_database("sluice_sync_a") as db_a, fresh_database("sluice_sync_b") as db_b:
-        url_a, url_b = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
-
-        def env(name: str, database: str, peer: str) -> dict[str, str]:
-            return {
-                "INSTANCE_NAME": name,
-                "DATABASE_URL": database,
-                "REDIS_URL": REDIS_URL,
-                "REDIS_KEY_PREFIX": new_redis_prefix(),
-                "BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
-                "SANDBOX_ENABLED": "false",
-                "PARTNER_BASE_URL": "http://127.0.0.1:9",
-                "COMMLOG_ENABLED": "false",
-                "LOG_LEVEL": "WARNING",
-                "SYNC_PEER_URL": peer,
-                "SYNC_PEER_API_KEY": ADMIN_KEY,
-                # Rounds on demand in these tests (the loop runs one at start-up, then sleeps).
-                "SYNC_INTERVAL": "3600",
-                "SYNC_BATCH_SIZE": "50",
-            }
-
-        a = Instance("a", url_a, env("a", db_a, url_b), logs / "a.log")
-        b = Instance("b", url_b, env("b", db_b, url_a), logs / "b.log")
-        a.start()
-        b.start()
-        try:
-            yield a, b
-        finally:
-            a.stop()
-            b.stop()
 
 
 async def sync_round(http: httpx.AsyncClient, instance: Instance) -> dict[str, Any]:
