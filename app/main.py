@@ -21,6 +21,8 @@ from app.commlog import worker as commlog_worker
 from app.commlog.router import router as commlog_router
 from app.commlog.service import CommLogWriter
 from app.db import create_engine, create_sessionmaker
+from app.directory import service as directory_service
+from app.directory.router import router as directory_router
 from app.errors import install_error_handlers
 from app.health.router import router as health_router
 from app.middleware import RequestContextMiddleware
@@ -79,6 +81,12 @@ def _start_loops(state: AppState, stop: asyncio.Event) -> list[asyncio.Task[None
         tasks.append(asyncio.create_task(airlock_worker.run_cleanup(state, stop), name="airlock-cleanup"))
         tasks.append(
             asyncio.create_task(throttling_worker.run_maintenance(state, stop), name="throttling-maintenance")
+        )
+        tasks.append(
+            asyncio.create_task(
+                directory_service.run_health_loop(state.settings, state.sessionmaker, stop),
+                name="directory-health",
+            )
         )
         if state.order_sync.enabled:
             tasks.append(asyncio.create_task(state.order_sync.run(stop), name="order-sync"))
@@ -186,6 +194,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(throttling_runtime_router)
     app.include_router(orders_router)
     app.include_router(sync_router)
+    app.include_router(directory_router)
     if settings.mount_sandbox:
         from app.sandbox import create_sandbox_app
 

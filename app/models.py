@@ -4,6 +4,7 @@ from app.airlock.models import AirlockConnector, AsyncCall, AsyncCallLog, Webhoo
 from app.clients.models import ApiClient
 from app.commlog.models import CommLog
 from app.db import Base
+from app.directory.models import DirectoryService
 from app.orders.models import Order, SyncPeer
 from app.throttling.models import ThrottlingConfig, ThrottlingRuntime
 
@@ -14,6 +15,7 @@ __all__ = [
     "AsyncCallLog",
     "Base",
     "CommLog",
+    "DirectoryService",
     "Order",
     "SyncPeer",
     "ThrottlingConfig",

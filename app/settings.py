@@ -13,7 +13,16 @@ from typing import Literal
 from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ALL_SCOPES = ("partner", "orders", "directory", "throttling", "async_calls", "metrics", "admin")
+ALL_SCOPES = (
+    "partner",
+    "orders",
+    "directory",
+    "directory_credentials",
+    "throttling",
+    "async_calls",
+    "metrics",
+    "admin",
+)
 
 
 class Settings(BaseSettings):
@@ -84,6 +93,14 @@ class Settings(BaseSettings):
     sync_max_backoff: float = 60.0
     # Seconds the peer has to answer one request.
     sync_timeout: float = 10.0
+
+    # --- service directory -------------------------------------------------------------------
+    # Encrypts the services' stored credentials (a Fernet key, or any passphrase). Unset: derived
+    # from SECRET_KEY; neither (embedded default only): a key file var/directory.key.
+    directory_secret_key: SecretStr | None = None
+    # Seconds between health checks of the registered services, and each check's timeout.
+    directory_health_interval: float = 30.0
+    directory_health_timeout: float = 5.0
 
     # --- security ------------------------------------------------------------------------
     # An admin key accepted without a database row (all scopes), for bootstrapping.

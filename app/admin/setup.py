@@ -11,7 +11,7 @@ from app.admin.airlock import airlock_views
 from app.admin.orders import install_orders_admin
 from app.admin.templates import install_templates
 from app.admin.throttling import install_throttling_admin
-from app.admin.views import ApiClientAdmin, CommLogAdmin
+from app.admin.views import ApiClientAdmin, CommLogAdmin, DirectoryServiceAdmin
 from app.clients.service import hash_key
 from app.state import AppState
 
@@ -71,4 +71,5 @@ def mount_admin(app: FastAPI, state: AppState) -> Admin:
         admin.add_view(view)
     install_throttling_admin(admin, app)
     install_orders_admin(admin, app)
+    admin.add_view(DirectoryServiceAdmin)
     return admin

@@ -6,6 +6,7 @@ from sqladmin import ModelView
 
 from app.clients.models import ApiClient
 from app.commlog.models import CommLog
+from app.directory.models import DirectoryService
 
 
 class ApiClientAdmin(ModelView, model=ApiClient):  # type: ignore[call-arg]
@@ -53,3 +54,33 @@ class CommLogAdmin(ModelView, model=CommLog):  # type: ignore[call-arg]
     column_searchable_list: ClassVar[Any] = [CommLog.request_id, CommLog.client_id, CommLog.path]
     column_sortable_list: ClassVar[Any] = [CommLog.id, CommLog.status, CommLog.duration_ms]
     page_size = 50
+
+
+class DirectoryServiceAdmin(ModelView, model=DirectoryService):  # type: ignore[call-arg]
+    """The service directory with each service's health (read-only here: the API registers and
+    changes services, so that credentials are always encrypted on the way in)."""
+
+    name = "Directory service"
+    name_plural = "Service directory"
+    icon = "fa-solid fa-address-book"
+    can_create = False
+    can_edit = False
+    can_delete = False
+    can_export = False
+    column_list: ClassVar[Any] = [
+        DirectoryService.name,
+        DirectoryService.stage,
+        DirectoryService.base_url,
+        DirectoryService.tags,
+        DirectoryService.health_status,
+        DirectoryService.last_seen_at,
+        DirectoryService.last_checked_at,
+    ]
+    column_details_exclude_list: ClassVar[Any] = [DirectoryService.credentials_encrypted]
+    column_searchable_list: ClassVar[Any] = [DirectoryService.name, DirectoryService.base_url]
+    column_sortable_list: ClassVar[Any] = [
+        DirectoryService.name,
+        DirectoryService.health_status,
+        DirectoryService.last_seen_at,
+    ]
+    column_formatters: ClassVar[Any] = {DirectoryService.tags: lambda m, a: ", ".join(m.tags or [])}
