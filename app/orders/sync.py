@@ -406,6 +406,10 @@ class OrderSync:
                 row.last_error, row.last_error_at = error, utcnow()
             await session.commit()
 
+    def _backoff(self, delay: float) -> float:
+        """The wait after a failed round: doubling, capped, never shorter than the interval."""
+        return max(self.settings.sync_interval, min(delay * 2, self.settings.sync_max_backoff))
+
     async def run(self, stop: asyncio.Event) -> None:
         delay = self.settings.sync_interval
         while not stop.is_set():
@@ -416,10 +420,10 @@ class OrderSync:
                 raise
             except PeerError as exc:
                 logger.warning("order sync with %s failed: %s; next try in %.0f s", self.peer, exc, delay)
-                delay = min(delay * 2, self.settings.sync_max_backoff)
+                delay = self._backoff(delay)
             except Exception:
                 logger.exception("order sync round failed")
-                delay = min(delay * 2, self.settings.sync_max_backoff)
+                delay = self._backoff(delay)
             waiter = asyncio.create_task(self.wake.wait())
             stopper = asyncio.create_task(stop.wait())
             await asyncio.wait({waiter, stopper}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
