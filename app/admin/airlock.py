@@ -8,17 +8,15 @@ log records the same lines (diffs, author) whichever way an operator acted.
 from __future__ import annotations
 
 import re
-import types
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import urlsplit
 
 import orjson
 from email_validator import EmailNotValidError, validate_email
 from markupsafe import Markup
-from sqladmin import Flash, ModelView, action
+from sqladmin import ModelView, action
 from sqladmin.filters import AllUniqueStringValuesFilter, StaticValuesFilter
 from sqladmin.flash import FlashLevel
 from sqlalchemy import select
@@ -30,6 +28,7 @@ from starlette.responses import RedirectResponse, Response
 from wtforms import FloatField, Form, IntegerField, StringField, TextAreaField, ValidationError
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange
 
+from app.admin.common import SluiceView, back_path, bind_views, flash, flash_refused, refuse_cross_site
 from app.airlock import service
 from app.airlock.machine import Schedule
 from app.airlock.models import AirlockConnector, AsyncCall, CallStatus
@@ -46,32 +45,6 @@ MAX_ERROR_EMAILS = 50
 
 def _author(request: Request) -> str:
     return str(request.session.get("who") or "admin")
-
-
-def _flash(request: Request, level: FlashLevel, message: str, title: str = "") -> None:
-    Flash.flash(request, message, level, title)
-    # sqladmin appends to a list already in the session, which Starlette's session does not see
-    # as a change: with an earlier message still unread, the new one would be dropped.
-    mark_modified = getattr(request.session, "mark_modified", None)
-    if mark_modified is not None:
-        mark_modified()
-
-
-class _SluiceView:
-    """Reaches the app's AppState from an admin request.
-
-    The admin is a mounted Starlette app, so `request.app` is the admin, not Sluice; and
-    sqladmin keeps views as classes, so `airlock_views` binds each mounted app to its own
-    subclasses rather than to a module global (tests run several apps in one process).
-    """
-
-    sluice_app: ClassVar[FastAPI | None] = None
-
-    @property
-    def sluice(self) -> AppState:
-        if self.sluice_app is None:
-            raise RuntimeError("airlock admin view used without airlock_views()")
-        return self.sluice_app.state.sluice  # type: ignore[no-any-return]
 
 
 def _pre(text: str) -> Markup:
@@ -196,7 +169,7 @@ def _edited(text: str | None, current: bytes | None, content_type: str | None, w
 CallOperation = Callable[[AsyncSession, AsyncCall, str, Schedule], Awaitable[object]]
 
 
-class AsyncCallAdmin(_SluiceView, ModelView, model=AsyncCall):  # type: ignore[call-arg]
+class AsyncCallAdmin(SluiceView, ModelView, model=AsyncCall):  # type: ignore[call-arg]
     name = "Async call"
     name_plural = "Async calls"
     icon = "fa-solid fa-clock-rotate-left"
@@ -352,10 +325,10 @@ class AsyncCallAdmin(_SluiceView, ModelView, model=AsyncCall):  # type: ignore[c
                 data.get("response_body"), call.response_body, call.response_content_type, "response body"
             )
             if body is None and response is None:
-                _flash(request, FlashLevel.info, "Nothing was changed.")
+                flash(request, FlashLevel.info, "Nothing was changed.")
                 return call
             await service.edit_call(session, call, author=_author(request), body=body, response_body=response)
-        _flash(request, FlashLevel.success, f"Call {call.id} edited; the diff is in its log.")
+        flash(request, FlashLevel.success, f"Call {call.id} edited; the diff is in its log.")
         return call
 
     # --------------------------------------------------------------------------- actions
@@ -369,9 +342,7 @@ class AsyncCallAdmin(_SluiceView, ModelView, model=AsyncCall):  # type: ignore[c
         as with the API's bulk retry. The service checks before it changes anything, so a refused
         call leaves nothing half-done in the transaction.
         """
-        # Actions are GET links (sqladmin's design): refuse one started from another site.
-        if request.headers.get("sec-fetch-site") == "cross-site":
-            raise HTTPException(403, "Cross-site action refused")
+        refuse_cross_site(request)
         state = self.sluice
         author = _author(request)
         done: list[str] = []
@@ -400,24 +371,11 @@ class AsyncCallAdmin(_SluiceView, ModelView, model=AsyncCall):  # type: ignore[c
         if done and wake:
             state.airlock_wake.set()
         if not raw:
-            _flash(request, FlashLevel.warning, "Select at least one call.")
+            flash(request, FlashLevel.warning, "Select at least one call.")
         if done:
-            _flash(request, FlashLevel.success, f"{verb} {len(done)} call{'s' if len(done) > 1 else ''}.")
-        if refused:
-            shown = "; ".join(refused[:10]) + (f"; and {len(refused) - 10} more" if len(refused) > 10 else "")
-            _flash(
-                request, FlashLevel.error, f"Not {verb.lower()}: {shown}", title=f"{len(refused)} refused."
-            )
-        return RedirectResponse(self._back(request), status_code=302)
-
-    def _back(self, request: Request) -> str:
-        """The page the action was started from (the filtered list, or the call), on this admin."""
-        base = urlsplit(str(request.url_for("admin:index"))).path
-        referer = urlsplit(request.headers.get("referer", ""))
-        # Only the path is reused, so a forged Referer cannot send the browser elsewhere.
-        if referer.path.startswith(base) and "/action/" not in referer.path:
-            return referer.path + (f"?{referer.query}" if referer.query else "")
-        return str(request.url_for("admin:list", identity=self.identity))
+            flash(request, FlashLevel.success, f"{verb} {len(done)} call{'s' if len(done) > 1 else ''}.")
+        flash_refused(request, verb, refused)
+        return RedirectResponse(back_path(request, self.identity), status_code=302)
 
     @action(name="retry", label="Retry")
     async def retry_action(self, request: Request) -> Response:
@@ -553,7 +511,7 @@ def _join(values: Sequence[str] | None) -> str:
     return ", ".join(values or [])
 
 
-class AirlockConnectorAdmin(_SluiceView, ModelView, model=AirlockConnector):  # type: ignore[call-arg]
+class AirlockConnectorAdmin(SluiceView, ModelView, model=AirlockConnector):  # type: ignore[call-arg]
     name = "Connector"
     name_plural = "Connectors"
     icon = "fa-solid fa-plug"
@@ -619,7 +577,7 @@ class AirlockConnectorAdmin(_SluiceView, ModelView, model=AirlockConnector):  # 
                 error_urls=list(data["error_urls"]),
                 error_emails=list(data["error_emails"]),
             )
-        _flash(
+        flash(
             request,
             FlashLevel.success,
             f"Connector {name} saved; new calls and retries use it within seconds.",
@@ -634,8 +592,5 @@ class AirlockConnectorAdmin(_SluiceView, ModelView, model=AirlockConnector):  # 
 
 
 def airlock_views(app: FastAPI) -> list[type[ModelView]]:
-    """The airlock's views, bound to `app` (see _SluiceView)."""
-    return [
-        types.new_class(view.__name__, (view,), {}, lambda ns: ns.update(sluice_app=app))
-        for view in (AsyncCallAdmin, AirlockConnectorAdmin)
-    ]
+    """The airlock's views, bound to `app` (see app.admin.common.SluiceView)."""
+    return bind_views(app, (AsyncCallAdmin, AirlockConnectorAdmin))

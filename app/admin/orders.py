@@ -9,7 +9,6 @@ Deleting keeps a tombstone (also for a bulk delete from the list), so deletes re
 from __future__ import annotations
 
 import logging
-import types
 import uuid
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -19,13 +18,12 @@ from pydantic import ValidationError
 from sqladmin import Admin, BaseView, ModelView, action, expose
 from sqladmin.filters import BooleanFilter, StaticValuesFilter
 from sqladmin.flash import FlashLevel
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from wtforms import Form, HiddenField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
-from app.admin.airlock import _flash
+from app.admin.common import SluiceView, bind_views, flash, refuse_cross_site
 from app.errors import SluiceError
 from app.orders import service, sync
 from app.orders.models import Order, OrderStatus
@@ -35,7 +33,6 @@ from app.orders.sync_states import SyncState
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from app.state import AppState
 
 logger = logging.getLogger("sluice.orders")
 
@@ -68,18 +65,6 @@ SYNC_STATUS_TEMPLATE = """\
 """
 
 LINES_HELP = "One line per row: sku; name; quantity; unit price (e.g. PLN20; Prepaid 20; 2; 10.25)"
-
-
-class _OrdersView:
-    """Reaches the app's AppState from an admin request (see app.admin.airlock._SluiceView)."""
-
-    sluice_app: ClassVar[FastAPI | None] = None
-
-    @property
-    def sluice(self) -> AppState:
-        if self.sluice_app is None:
-            raise RuntimeError("orders admin view used without install_orders_admin()")
-        return self.sluice_app.state.sluice  # type: ignore[no-any-return]
 
 
 class OrderForm(Form):
@@ -142,7 +127,7 @@ def _uuid(pk: Any) -> uuid.UUID | None:
         return None
 
 
-class OrderAdmin(_OrdersView, ModelView, model=Order):  # type: ignore[call-arg]
+class OrderAdmin(SluiceView, ModelView, model=Order):  # type: ignore[call-arg]
     name = "Order"
     name_plural = "Orders"
     icon = "fa-solid fa-cart-shopping"
@@ -235,7 +220,7 @@ class OrderAdmin(_OrdersView, ModelView, model=Order):  # type: ignore[call-arg]
                 order, _ = await service.create(session, wanted, instance=self.sluice.settings.instance_name)
             except SluiceError as exc:
                 raise ValueError(exc.detail or exc.title) from None
-        _flash(request, FlashLevel.success, f"Order {order.number} created; it syncs with the next round.")
+        flash(request, FlashLevel.success, f"Order {order.number} created; it syncs with the next round.")
         return order
 
     async def update_model(self, request: Request, pk: str, data: dict[str, Any]) -> Any:
@@ -257,7 +242,7 @@ class OrderAdmin(_OrdersView, ModelView, model=Order):  # type: ignore[call-arg]
                 )
             except SluiceError as exc:
                 raise ValueError(exc.detail or exc.title) from None
-        _flash(request, FlashLevel.success, f"Order {order.number} saved (version {order.version}).")
+        flash(request, FlashLevel.success, f"Order {order.number} saved (version {order.version}).")
         return order
 
     async def delete_model(self, request: Request, pk: Any) -> None:
@@ -273,13 +258,10 @@ class OrderAdmin(_OrdersView, ModelView, model=Order):  # type: ignore[call-arg]
             except SluiceError as exc:
                 # A delete the service refuses (already deleted, in collision) is reported, not
                 # turned into an error page for the whole selection.
-                _flash(
-                    request, FlashLevel.warning, f"Order {order_id} not deleted: {exc.detail or exc.title}"
-                )
+                flash(request, FlashLevel.warning, f"Order {order_id} not deleted: {exc.detail or exc.title}")
 
     async def _resolve(self, request: Request, take: Literal["local", "remote"]) -> Response:
-        if request.headers.get("sec-fetch-site") == "cross-site":
-            raise HTTPException(403, "Cross-site action refused")
+        refuse_cross_site(request)
         pks = [p for p in request.query_params.get("pks", "").split(",") if p.strip()]
         done, refused = [], []
         for pk in pks:
@@ -296,15 +278,15 @@ class OrderAdmin(_OrdersView, ModelView, model=Order):  # type: ignore[call-arg]
                 except SluiceError as exc:
                     refused.append(f"{pk}: {exc.detail or exc.title}")
         if done:
-            _flash(
+            flash(
                 request,
                 FlashLevel.success,
                 f"Resolved ({take}): {', '.join(done)}; the peer gets it next round.",
             )
         if refused:
-            _flash(request, FlashLevel.error, "Not resolved: " + "; ".join(refused[:10]))
+            flash(request, FlashLevel.error, "Not resolved: " + "; ".join(refused[:10]))
         if not pks:
-            _flash(request, FlashLevel.warning, "Select at least one order.")
+            flash(request, FlashLevel.warning, "Select at least one order.")
         return RedirectResponse(str(request.url_for("admin:list", identity=self.identity)), status_code=302)
 
     @action(
@@ -324,7 +306,7 @@ class OrderAdmin(_OrdersView, ModelView, model=Order):  # type: ignore[call-arg]
         return await self._resolve(request, "remote")
 
 
-class SyncStatusAdmin(_OrdersView, BaseView):
+class SyncStatusAdmin(SluiceView, BaseView):
     name = "Sync status"
     icon = "fa-solid fa-arrows-rotate"
     category = "Orders"
@@ -334,8 +316,7 @@ class SyncStatusAdmin(_OrdersView, BaseView):
         result = ""
         syncer = self.sluice.order_sync
         if request.method == "POST":
-            if request.headers.get("sec-fetch-site") == "cross-site":
-                raise HTTPException(403, "Cross-site request refused")
+            refuse_cross_site(request)
             if syncer.enabled:
                 try:
                     done = await syncer.run_once()
@@ -349,10 +330,7 @@ class SyncStatusAdmin(_OrdersView, BaseView):
 
 
 def orders_views(app: FastAPI) -> list[type[Any]]:
-    return [
-        types.new_class(view.__name__, (view,), {}, lambda ns: ns.update(sluice_app=app))
-        for view in (OrderAdmin, SyncStatusAdmin)
-    ]
+    return bind_views(app, (OrderAdmin, SyncStatusAdmin))
 
 
 def install_orders_admin(admin: Admin, app: FastAPI) -> None:

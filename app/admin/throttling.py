@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
-import types
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import urlsplit
 
 import orjson
 from jinja2 import ChoiceLoader, DictLoader
@@ -30,7 +28,7 @@ from starlette.responses import RedirectResponse, Response
 from wtforms import Form, IntegerField, SelectMultipleField, StringField, TextAreaField, ValidationError
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
-from app.admin.airlock import _flash
+from app.admin.common import SluiceView, back_path, bind_views, flash, flash_refused, refuse_cross_site
 from app.clients.service import Principal
 from app.throttling import patterns, service
 from app.throttling.errors import AuthoringError
@@ -39,7 +37,6 @@ from app.throttling.models import ConfigState, ThrottlingConfig, ThrottlingRunti
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from app.state import AppState
 
 logger = logging.getLogger("sluice.throttling")
 
@@ -119,18 +116,6 @@ def runtime_status(row: ThrottlingRuntime) -> str:
     return f"draining since {row.undeployed_at:%Y-%m-%d %H:%M:%S} UTC"
 
 
-class _ThrottlingView:
-    """Reaches the app's AppState from an admin request (see app.admin.airlock._SluiceView)."""
-
-    sluice_app: ClassVar[FastAPI | None] = None
-
-    @property
-    def sluice(self) -> AppState:
-        if self.sluice_app is None:
-            raise RuntimeError("throttling admin view used without install_throttling_admin()")
-        return self.sluice_app.state.sluice  # type: ignore[no-any-return]
-
-
 # ------------------------------------------------------------------------------ configurations
 
 
@@ -198,7 +183,7 @@ async def _undeploy(session: AsyncSession, config: ThrottlingConfig, principal: 
     await service.undeploy(session, config, principal)
 
 
-class ThrottlingConfigAdmin(_ThrottlingView, ModelView, model=ThrottlingConfig):  # type: ignore[call-arg]
+class ThrottlingConfigAdmin(SluiceView, ModelView, model=ThrottlingConfig):  # type: ignore[call-arg]
     name = "Throttling config"
     name_plural = "Throttling configs"
     icon = "fa-solid fa-gauge-high"
@@ -341,7 +326,7 @@ class ThrottlingConfigAdmin(_ThrottlingView, ModelView, model=ThrottlingConfig):
                 "could not announce a throttling change (%r); replicas pick it up on their next full reload",
                 exc,
             )
-            _flash(
+            flash(
                 request,
                 FlashLevel.warning,
                 "The change is saved but could not be announced to the replicas; "
@@ -382,7 +367,7 @@ class ThrottlingConfigAdmin(_ThrottlingView, ModelView, model=ThrottlingConfig):
             raise InvalidConfig(f"{exc.message} ({exc.code})") from None
         if live:
             await self._announce(request)
-        _flash(
+        flash(
             request,
             FlashLevel.success,
             f"Throttling config {config.name or config.uid} saved"
@@ -398,9 +383,7 @@ class ThrottlingConfigAdmin(_ThrottlingView, ModelView, model=ThrottlingConfig):
         A config whose state refuses the step is reported and skipped: the service checks before
         it changes anything, so a refused config leaves nothing half-done in the transaction.
         """
-        # Actions are GET links (sqladmin's design): refuse one started from another site.
-        if request.headers.get("sec-fetch-site") == "cross-site":
-            raise HTTPException(403, "Cross-site action refused")
+        refuse_cross_site(request)
         principal = await self._principal(request)
         raw = list(
             dict.fromkeys(p.strip() for p in request.query_params.get("pks", "").split(",") if p.strip())
@@ -426,29 +409,16 @@ class ThrottlingConfigAdmin(_ThrottlingView, ModelView, model=ThrottlingConfig):
                     done.append(label)
         except SQLAlchemyError:
             logger.exception("throttling admin action %s failed", verb)
-            _flash(request, FlashLevel.error, f"Nothing was {verb.lower()}: the database refused the change.")
-            return RedirectResponse(self._back(request), status_code=302)
+            flash(request, FlashLevel.error, f"Nothing was {verb.lower()}: the database refused the change.")
+            return RedirectResponse(back_path(request, self.identity), status_code=302)
         if done:
             await self._announce(request)
         if not raw:
-            _flash(request, FlashLevel.warning, "Select at least one throttling config.")
+            flash(request, FlashLevel.warning, "Select at least one throttling config.")
         if done:
-            _flash(request, FlashLevel.success, f"{verb}: {', '.join(done)}.")
-        if refused:
-            shown = "; ".join(refused[:10]) + (f"; and {len(refused) - 10} more" if len(refused) > 10 else "")
-            _flash(
-                request, FlashLevel.error, f"Not {verb.lower()}: {shown}", title=f"{len(refused)} refused."
-            )
-        return RedirectResponse(self._back(request), status_code=302)
-
-    def _back(self, request: Request) -> str:
-        """The page the action was started from (the filtered list, or the config), on this admin."""
-        base = urlsplit(str(request.url_for("admin:index"))).path
-        referer = urlsplit(request.headers.get("referer", ""))
-        # Only the path is reused, so a forged Referer cannot send the browser elsewhere.
-        if referer.path.startswith(base) and "/action/" not in referer.path:
-            return referer.path + (f"?{referer.query}" if referer.query else "")
-        return str(request.url_for("admin:list", identity=self.identity))
+            flash(request, FlashLevel.success, f"{verb}: {', '.join(done)}.")
+        flash_refused(request, verb, refused)
+        return RedirectResponse(back_path(request, self.identity), status_code=302)
 
     @action(
         name="deploy",
@@ -494,7 +464,7 @@ class RuntimeConfigFilter:
         return query.where(ThrottlingRuntime.config_uid == str(value))
 
 
-class ThrottlingRuntimeAdmin(_ThrottlingView, ModelView, model=ThrottlingRuntime):  # type: ignore[call-arg]
+class ThrottlingRuntimeAdmin(SluiceView, ModelView, model=ThrottlingRuntime):  # type: ignore[call-arg]
     name = "Throttling runtime"
     name_plural = "Throttling runtime"
     icon = "fa-solid fa-traffic-light"
@@ -562,11 +532,8 @@ class ThrottlingRuntimeAdmin(_ThrottlingView, ModelView, model=ThrottlingRuntime
 
 
 def throttling_views(app: FastAPI) -> list[type[ModelView]]:
-    """The throttling views, bound to `app` (see app.admin.airlock._SluiceView)."""
-    return [
-        types.new_class(view.__name__, (view,), {}, lambda ns: ns.update(sluice_app=app))
-        for view in (ThrottlingConfigAdmin, ThrottlingRuntimeAdmin)
-    ]
+    """The throttling views, bound to `app` (see app.admin.common.SluiceView)."""
+    return bind_views(app, (ThrottlingConfigAdmin, ThrottlingRuntimeAdmin))
 
 
 def install_throttling_admin(admin: Admin, app: FastAPI) -> None:
