@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ALL_SCOPES = (
@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     # Unset: SQLite under var_dir (embedded default). Postgres: postgresql+asyncpg://...
     database_url: str | None = None
     database_pool_size: int = 10
+    # A pooled connection idle this many seconds is checked (one round trip) before use; busy
+    # connections are not (a check on every use costs a round trip per transaction).
+    database_ping_after_idle: float = 2.0
     # Unset: an in-process Redis-compatible store (fakeredis). Real: redis://host:6379/0
     redis_url: str | None = None
     # Prefix for every Redis key, so that several deployments (or test runs) share a server.
@@ -86,9 +89,12 @@ class Settings(BaseSettings):
     sync_peer_api_key: SecretStr | None = None
     # Seconds between sync rounds (a round pulls the peer's feed and pushes local changes).
     sync_interval: float = 2.0
-    # Orders per pull page and per push round; pushes in flight at once.
-    sync_batch_size: int = 100
-    sync_push_concurrency: int = 8
+    # Orders per pull page and per push request (at most 1000); push requests in flight at once.
+    sync_batch_size: int = Field(default=250, ge=1, le=1000)
+    sync_push_concurrency: int = Field(default=2, ge=1, le=32)
+    # A round alternates a pull page and a push step until both are caught up, at most this many
+    # times; then the next round starts at once (so a round always ends and reports).
+    sync_round_steps: int = Field(default=20, ge=1)
     # Longest wait between rounds while the peer keeps failing (doubling from SYNC_INTERVAL).
     sync_max_backoff: float = 60.0
     # Seconds the peer has to answer one request.

@@ -1,8 +1,9 @@
 """Orders: the business record, its change sequence and its sync bookkeeping.
 
 `version` rises by one on every change wherever it is made (the ETag of If-Match); `change_seq`
-orders the change feed and is assigned as the writing transaction's last step under a lock, so
-that sequence order is commit order and a reader's cursor never skips a late commit. Money is
+orders the change feed: a write leaves it empty and the feed's sequencer numbers committed
+changes when the feed is next read, so that position order is commit order and a reader's
+cursor never skips a late commit, while writers take no lock. Money is
 Decimal: line prices as strings in the `lines` JSON, the total as NUMERIC.
 """
 
@@ -14,7 +15,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, Numeric, SmallInteger, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, Numeric, SmallInteger, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, utcnow
@@ -49,7 +50,8 @@ class Order(Base):
     # The instance the order was created on.
     origin: Mapped[str] = mapped_column(String(64))
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
-    # Position in the change feed; set when the change commits (service.stamp_change).
+    # Position in the change feed: empty from the write until the next feed read numbers it
+    # (service.sequence_changes).
     change_seq: Mapped[int | None] = mapped_column(BigInteger, unique=True)
 
     # --- sync bookkeeping --------------------------------------------------------------
@@ -69,6 +71,14 @@ class Order(Base):
     __table_args__ = (
         Index("ix_orders_sync_state", "sync_state"),
         Index("ix_orders_created", "created_at", "id"),
+        # The sequencer's queue: committed changes not yet numbered.
+        Index(
+            "ix_orders_unsequenced",
+            "updated_at",
+            "id",
+            postgresql_where=text("change_seq IS NULL"),
+            sqlite_where=text("change_seq IS NULL"),
+        ),
     )
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from pydantic import ValidationError
 
 from app.clients.service import Principal
 from app.db import SessionDep
@@ -126,6 +127,61 @@ sync_router = APIRouter(prefix="/v1/sync", tags=["order sync"])
 def _sync(request: Request) -> OrderSync:
     state: AppState = request.app.state.sluice
     return state.order_sync
+
+
+BATCH_MAX = 1000
+
+
+async def _receive_batch(session: SessionDep, items: list[dict[str, Any]], *, new: bool) -> list[SyncAnswer]:
+    """Validate each replica on its own: one the peer cannot take is refused in its place in the
+    answer (`error`) without holding the others back."""
+    answers: list[SyncAnswer | None] = []
+    valid: list[Replica] = []
+    for index, item in enumerate(items):
+        try:
+            replica = Replica.model_validate(item)
+        except ValidationError as exc:
+            errors = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
+            )
+            answers.append(SyncAnswer(state="ST_ERROR", ack_version=None, order=None, error=errors[:1000]))
+            continue
+        if (replica.sync_state == "ST_NEW") != new:
+            what = "POST carries new orders (ST_NEW)" if new else "PUT carries changed or deleted orders"
+            answers.append(
+                SyncAnswer(state="ST_ERROR", ack_version=None, order=None, error=f"item {index}: {what}")
+            )
+            continue
+        answers.append(None)
+        valid.append(replica)
+    received = iter(await sync.receive_batch(session, valid) if valid else [])
+    return [answer if answer is not None else next(received) for answer in answers]
+
+
+BatchBody = Annotated[
+    list[dict[str, Any]],
+    Body(max_length=BATCH_MAX, description="Replicas as the single endpoints take them, at most 1000"),
+]
+
+
+@sync_router.post(
+    "/orders/batch", response_model=list[SyncAnswer], summary="Receive new orders from the peer, in one go"
+)
+async def receive_new_batch(items: BatchBody, session: SessionDep, principal: OrdersDep) -> list[SyncAnswer]:
+    """The peer's sync loop pushes its new orders here: applied in one transaction, one answer
+    per replica in the same order (a replica not valid here gets `error` and is not applied)."""
+    return await _receive_batch(session, items, new=True)
+
+
+@sync_router.put(
+    "/orders/batch",
+    response_model=list[SyncAnswer],
+    summary="Receive changed and deleted orders from the peer, in one go",
+)
+async def receive_change_batch(
+    items: BatchBody, session: SessionDep, principal: OrdersDep
+) -> list[SyncAnswer]:
+    return await _receive_batch(session, items, new=False)
 
 
 @sync_router.post("/orders", response_model=SyncAnswer, summary="Receive a new order from the peer")

@@ -181,6 +181,8 @@ class SyncAnswer(BaseModel):
     state: str
     ack_version: int | None
     order: OrderOut | None
+    # In a batch answer: why this replica was refused (not valid here); nothing was applied.
+    error: str | None = None
 
 
 class ResolveIn(BaseModel):

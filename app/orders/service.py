@@ -8,6 +8,8 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import func, or_, select, text
+from sqlalchemy import update as sql_update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
@@ -16,10 +18,12 @@ from app.orders.models import Order
 from app.orders.schemas import OrderIn
 from app.orders.sync_states import SyncState
 
-# pg_advisory_xact_lock key serialising the last step of order writes (any constant will do;
-# this one spells "ORDR").
+# pg_advisory_xact_lock key serialising the feed's sequencers (any constant will do; this one
+# spells "ORDR"). Writers never take it.
 CHANGE_LOCK = 0x4F524452
-MAX_PAGE = 500
+# At most this many changes get their feed positions per sequencer run (the next read goes on).
+SEQUENCE_CAP = 50_000
+MAX_PAGE = 1000
 
 
 def etag(order: Order) -> str:
@@ -44,22 +48,55 @@ def check_if_match(order: Order, if_match: str | None, *, required: bool) -> Non
     )
 
 
-async def stamp_change(session: AsyncSession, order: Order) -> None:
-    """Give the order's change its place in the feed, as the transaction's last step.
+def mark_changed(order: Order) -> None:
+    """Put the order's change in the feed's queue: it gets its feed position once committed.
 
-    On PostgreSQL a transaction-scoped advisory lock is taken first and held until commit, so
-    sequence numbers are handed out in commit order: a reader that has seen number n has also
-    seen every change numbered below n. (A plain sequence would let a slow transaction commit
-    number 10 after a reader moved its cursor past 11.) SQLite has one writer at a time.
+    Writers take no lock and no position: `sequence_changes` numbers the changes after they
+    commit, so positions follow commit order and a reader's cursor never skips a change that
+    committed late (a position handed out inside the writing transaction could be passed by a
+    reader before that transaction commits).
     """
-    await session.flush()
+    order.change_seq = None
+
+
+async def sequence_changes(session: AsyncSession) -> int:
+    """Give every committed change still without a feed position the next positions; commit.
+
+    Run by feed readers before they read. Sequencers serialise on a transaction-scoped
+    advisory lock held through their commit, so positions are visible in the order they were
+    handed out. A change whose row a writer holds locked right now is skipped (SKIP LOCKED):
+    that writer leaves it without a position and the next run numbers it. SQLite has one
+    writer at a time.
+    """
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHANGE_LOCK})
-        order.change_seq = (await session.execute(text("SELECT nextval('orders_change_seq')"))).scalar_one()
+        result = await session.execute(
+            text(
+                "UPDATE orders SET change_seq = nextval('orders_change_seq') FROM ("
+                " SELECT id FROM orders WHERE change_seq IS NULL ORDER BY updated_at, id"
+                " LIMIT :cap FOR UPDATE SKIP LOCKED) AS pending"
+                " WHERE orders.id = pending.id"
+            ),
+            {"cap": SEQUENCE_CAP},
+        )
+        numbered = int(result.rowcount or 0)  # type: ignore[attr-defined]
     else:
-        current = await session.scalar(select(func.max(Order.change_seq)))
-        order.change_seq = (current or 0) + 1
-    await session.flush()
+        pending = list(
+            (
+                await session.scalars(
+                    select(Order.id)
+                    .where(Order.change_seq.is_(None))
+                    .order_by(Order.updated_at, Order.id)
+                    .limit(SEQUENCE_CAP)
+                )
+            ).all()
+        )
+        top = (await session.scalar(select(func.max(Order.change_seq)))) or 0
+        for position, order_id in enumerate(pending, start=top + 1):
+            await session.execute(sql_update(Order).where(Order.id == order_id).values(change_seq=position))
+        numbered = len(pending)
+    await session.commit()
+    return numbered
 
 
 def _apply(order: Order, data: OrderIn) -> None:
@@ -89,16 +126,6 @@ def same_content(order: Order, data: OrderIn) -> bool:
 async def create(session: AsyncSession, data: OrderIn, *, instance: str) -> tuple[Order, bool]:
     """Create the order; (order, created). The same POST again (same id and content) returns the
     existing order; the same id with other content is a conflict."""
-    if data.id is not None:
-        existing = await session.get(Order, data.id)
-        if existing is not None:
-            if existing.deleted or not same_content(existing, data):
-                raise Conflict(
-                    f"An order with id {data.id} already exists with other content"
-                    + (" (deleted)" if existing.deleted else ""),
-                    extra={"current_version": existing.version},
-                )
-            return existing, False
     order_id = data.id or uuid.uuid4()
     order = Order(
         id=order_id,
@@ -113,8 +140,21 @@ async def create(session: AsyncSession, data: OrderIn, *, instance: str) -> tupl
     )
     _apply(order, data)
     session.add(order)
-    await stamp_change(session, order)
-    await session.commit()
+    try:
+        # Optimistic: a new id (the usual case) costs one INSERT and no lookup first.
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        existing = await session.get(Order, order_id) if data.id is not None else None
+        if existing is None:
+            raise
+        if existing.deleted or not same_content(existing, data):
+            raise Conflict(
+                f"An order with id {data.id} already exists with other content"
+                + (" (deleted)" if existing.deleted else ""),
+                extra={"current_version": existing.version},
+            ) from None
+        return existing, False
     return order, True
 
 
@@ -142,6 +182,7 @@ def _local_change(order: Order, instance: str, state: SyncState) -> None:
     order.changed_by = instance
     order.updated_at = utcnow()
     order.sync_state = state.value
+    mark_changed(order)
 
 
 async def update(
@@ -157,7 +198,6 @@ async def update(
     # Not yet acknowledged by the peer: it is still new to it.
     state = SyncState.ST_NEW if order.sync_state == SyncState.ST_NEW else SyncState.ST_UPD
     _local_change(order, instance, state)
-    await stamp_change(session, order)
     await session.commit()
     return order
 
@@ -168,7 +208,6 @@ async def delete(session: AsyncSession, order_id: uuid.UUID, *, if_match: str | 
     check_if_match(order, if_match, required=False)
     order.deleted = True
     _local_change(order, instance, SyncState.ST_DEL)
-    await stamp_change(session, order)
     await session.commit()
     return order
 
@@ -228,7 +267,9 @@ async def list_orders(
 
 async def changes(session: AsyncSession, *, since: int, limit: int) -> tuple[list[Order], int]:
     """Orders changed after position `since` of the feed (tombstones included), in feed order;
-    and the position to read from next."""
+    and the position to read from next. Changes committed since the last read get their
+    positions first."""
+    await sequence_changes(session)
     rows = list(
         (
             await session.scalars(

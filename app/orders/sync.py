@@ -24,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from prometheus_client import Counter
@@ -37,11 +38,12 @@ from app.db import utcnow
 from app.errors import Conflict, NotFound
 from app.orders.models import Order, SyncPeer
 from app.orders.schemas import OrderOut, Replica, ResolveIn, SyncAnswer
-from app.orders.service import _apply, stamp_change
+from app.orders.service import _apply, mark_changed
 from app.orders.sync_states import RETRIED, SyncState, transition
 from app.settings import Settings
 
 logger = logging.getLogger("sluice.sync")
+T = TypeVar("T")
 
 SYNC_REQUESTS = Counter(
     "sluice_sync_requests_total", "Requests of the order sync to the peer", ["kind", "outcome"]
@@ -91,33 +93,69 @@ def _take(order: Order, replica: Replica) -> None:
 
 
 async def receive(session: AsyncSession, replica: Replica) -> SyncAnswer:
-    """Apply a replica sent (or published in its feed) by the peer; commit; say what became of it."""
+    """Apply one replica sent by the peer; commit; say what became of it."""
+    return (await receive_batch(session, [replica]))[0]
+
+
+async def receive_batch(session: AsyncSession, replicas: list[Replica]) -> list[SyncAnswer]:
+    """Apply replicas sent by the peer, in one transaction; an answer for each, in order."""
+
+    async def apply(locals_: dict[uuid.UUID, Order]) -> list[SyncAnswer]:
+        return [_receive(session, locals_, replica) for replica in replicas]
+
+    answers = await _in_one_transaction(session, {r.id for r in replicas}, apply)
+    for answer in answers:
+        SYNC_RECEIVED.labels(answer.state).inc()
+    return answers
+
+
+async def _lock_orders(session: AsyncSession, ids: set[uuid.UUID]) -> dict[uuid.UUID, Order]:
+    """The local orders of `ids`, row-locked in id order (two batches sharing orders then
+    cannot deadlock) and read afresh."""
+    if not ids:
+        return {}
+    rows = await session.scalars(
+        select(Order)
+        .where(Order.id.in_(sorted(ids)))
+        .order_by(Order.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {order.id: order for order in rows}
+
+
+async def _in_one_transaction(
+    session: AsyncSession,
+    ids: set[uuid.UUID],
+    work: Callable[[dict[uuid.UUID, Order]], Awaitable[T]],
+) -> T:
+    """Lock the orders of `ids`, run `work` on them and commit, retrying when a new order was
+    inserted meanwhile by someone else (the peer's push and our pull of its feed at once):
+    the second time it is a repeat."""
     for attempt in range(3):
         try:
-            return await _receive(session, replica)
+            result = await work(await _lock_orders(session, ids))
+            await session.commit()
+            return result
         except IntegrityError:
-            # The same new order arrived twice at once (the peer's push and our pull of its
-            # feed): the other one inserted it first. Again, it is now a repeat.
             await session.rollback()
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
 
 
-async def _receive(session: AsyncSession, replica: Replica) -> SyncAnswer:
-    local = await session.get(Order, replica.id, with_for_update=True, populate_existing=True)
+def _receive(session: AsyncSession, locals_: dict[uuid.UUID, Order], replica: Replica) -> SyncAnswer:
+    """Apply one replica to the locked local copy (or a new one, added to `locals_`)."""
+    local = locals_.get(replica.id)
     sent = SyncState[replica.sync_state]
     if local is not None and replica.changed_by == local.changed_by and replica.version <= local.version:
         # A version this side already holds (a lost answer, or the feed brought it first).
         local.peer_version = max(local.peer_version or 0, replica.version)
-        await session.commit()
         return _answer(local, replica.version)
     if local is not None and replica.resolution and SyncState(local.sync_state) in RESOLVABLE:
         _take(local, replica)
         local.sync_state = (SyncState.ST_DEL_SYNCED if replica.deleted else SyncState.ST_OK).value
-        await stamp_change(session, local)
-        await session.commit()
-        SYNC_RECEIVED.labels(SyncState(local.sync_state).name).inc()
+        mark_changed(local)
         return _answer(local, replica.version)
 
     current = SyncState(local.sync_state) if local is not None else None
@@ -129,8 +167,9 @@ async def _receive(session: AsyncSession, replica: Replica) -> SyncAnswer:
         local.sync_state = step.becomes.value
         if step.becomes is SyncState.ST_ERROR:
             local.sync_error = f"received {sent.name} for an order this instance does not have"
+        mark_changed(local)
         session.add(local)
-        await stamp_change(session, local)
+        locals_[replica.id] = local
         ack = replica.version if step.becomes is SyncState.ST_OK else None
     elif step.becomes is SyncState.ST_COLLISION:
         if current is not SyncState.ST_COLLISION or local.remote_copy is None:
@@ -141,7 +180,7 @@ async def _receive(session: AsyncSession, replica: Replica) -> SyncAnswer:
             current is SyncState.ST_OK and replica.version != local.version
         ):
             _take(local, replica)
-            await stamp_change(session, local)
+            mark_changed(local)
         local.sync_state = step.becomes.value
         local.peer_version = max(local.peer_version or 0, replica.version)
         ack = replica.version
@@ -151,18 +190,36 @@ async def _receive(session: AsyncSession, replica: Replica) -> SyncAnswer:
     else:  # ST_ERROR: a combination the seed's table does not allow
         local.sync_state = SyncState.ST_ERROR.value
         local.sync_error = f"received {sent.name} while {current.name if current else 'absent'}"
-    await session.commit()
-    SYNC_RECEIVED.labels(SyncState(local.sync_state).name).inc()
     return _answer(local, ack)
 
 
 async def acknowledge(
     session: AsyncSession, order_id: uuid.UUID, pushed_version: int, answer: SyncAnswer
 ) -> None:
-    """Take the peer's answer to a push into account."""
-    local = await session.get(Order, order_id, with_for_update=True)
-    if local is None:
-        return
+    """Take the peer's answer to a push into account; commit."""
+    await acknowledge_batch(session, [(order_id, pushed_version, answer)])
+
+
+async def acknowledge_batch(
+    session: AsyncSession, answers: list[tuple[uuid.UUID, int, SyncAnswer | str]]
+) -> None:
+    """Take the peer's answers to pushed versions into account, in one transaction. An answer
+    given as text is the peer's refusal of that order (kept pending, with the error)."""
+
+    async def apply(locals_: dict[uuid.UUID, Order]) -> None:
+        for order_id, pushed_version, answer in answers:
+            local = locals_.get(order_id)
+            if local is None:
+                continue
+            if isinstance(answer, str):
+                local.sync_error = answer
+            else:
+                _acknowledge(local, pushed_version, answer)
+
+    await _in_one_transaction(session, {order_id for order_id, _, _ in answers}, apply)
+
+
+def _acknowledge(local: Order, pushed_version: int, answer: SyncAnswer) -> None:
     peer_state = SyncState[answer.state]
     if peer_state is SyncState.ST_COLLISION:
         local.sync_state = SyncState.ST_COLLISION.value
@@ -182,7 +239,6 @@ async def acknowledge(
             local.resolution_pending = False
             local.remote_copy = None
         local.synced_at = utcnow()
-    await session.commit()
 
 
 async def resolve(session: AsyncSession, order_id: uuid.UUID, data: ResolveIn, *, instance: str) -> Order:
@@ -215,7 +271,7 @@ async def resolve(session: AsyncSession, order_id: uuid.UUID, data: ResolveIn, *
     local.sync_error = None
     local.resolution_pending = True
     local.sync_state = (SyncState.ST_DEL if local.deleted else SyncState.ST_UPD).value
-    await stamp_change(session, local)
+    mark_changed(local)
     await session.commit()
     return local
 
@@ -229,6 +285,15 @@ class RoundResult:
     pulled: int = 0
     pushed: int = 0
     failed: int = 0
+    # Stopped at SYNC_ROUND_STEPS with work left: the loop starts the next round at once.
+    more: bool = False
+
+
+def _batch_answer(item: dict[str, Any]) -> SyncAnswer | str:
+    """One entry of the peer's answer to a batch: a SyncAnswer, or its refusal of that order."""
+    if item.get("error"):
+        return f"peer refused it: {item['error']}"[:1000]
+    return SyncAnswer.model_validate(item)
 
 
 class OrderSync:
@@ -273,123 +338,133 @@ class OrderSync:
         SYNC_REQUESTS.labels(kind, str(response.status_code)).inc()
         return response
 
-    async def pull(self) -> int:
-        """Apply the peer's changes since the durable cursor; return how many were read."""
-        total = 0
-        while True:
-            async with self.sessionmaker() as session:
-                cursor = (await self._peer_row(session)).cursor
-                await session.commit()
-            response = await self._request(
-                "pull", "GET", "/v1/orders", params={"since": cursor, "limit": self.settings.sync_batch_size}
-            )
-            page = response.json()
-            for item in page["items"]:
-                await self._apply_pulled(item)
-            async with self.sessionmaker() as session:
-                row = await self._peer_row(session)
-                row.cursor = max(row.cursor, int(page["next_since"]))
-                row.pulled += len(page["items"])
-                await session.commit()
-            total += len(page["items"])
-            if len(page["items"]) < self.settings.sync_batch_size:
-                return total
-
-    async def _apply_pulled(self, item: dict[str, Any]) -> None:
-        order_id = uuid.UUID(item["id"])
+    async def pull_page(self) -> int:
+        """Read one page of the peer's feed from the durable cursor and apply it, the cursor
+        moving in the same transaction; return how many changes were read."""
         async with self.sessionmaker() as session:
-            local = await session.get(Order, order_id, with_for_update=True)
-            if item["changed_by"] == self.me:
-                # Our own change as the peer holds it: an acknowledgement if still pending here.
-                state = SyncState(local.sync_state) if local is not None else None
-                if local is not None and local.version == item["version"] and state in ACKNOWLEDGED:
-                    local.sync_state = ACKNOWLEDGED[state].value
-                    local.peer_version = item["version"]
-                    local.resolution_pending = False
-                    local.synced_at = utcnow()
-                await session.commit()
-                return
-            if local is not None and (
-                (local.peer_version or 0) >= item["version"]
-                or SyncState(local.sync_state) is SyncState.ST_COLLISION
-            ):
-                await session.commit()
-                return  # already held; collisions are settled by pushes, not the feed
-            if local is None:
-                sent = SyncState.ST_NEW
-            else:
-                sent = SyncState.ST_DEL if item["deleted"] else SyncState.ST_UPD
-            try:
-                replica = Replica.model_validate({**item, "sync_state": sent.name})
-            except ValueError as exc:
-                logger.warning("order %s from the peer's feed is not valid here: %s", order_id, exc)
-                await session.commit()
-                return
-            await receive(session, replica)
+            cursor = (await self._peer_row(session)).cursor
+            await session.commit()
+        response = await self._request(
+            "pull", "GET", "/v1/orders", params={"since": cursor, "limit": self.settings.sync_batch_size}
+        )
+        page = response.json()
+        items: list[dict[str, Any]] = page["items"]
+        next_since = int(page["next_since"])
+        by_id = {uuid.UUID(item["id"]): item for item in items}  # a page holds an order once
 
-    async def push(self) -> tuple[int, int]:
-        """Send the local changes not yet acknowledged; (sent, failed)."""
+        async def apply(locals_: dict[uuid.UUID, Order]) -> None:
+            for order_id, item in by_id.items():
+                self._apply_pulled(session, locals_, order_id, item)
+            row = await self._peer_row(session)
+            row.cursor = max(row.cursor, next_since)
+            row.pulled += len(items)
+
+        async with self.sessionmaker() as session:
+            await _in_one_transaction(session, set(by_id), apply)
+        return len(items)
+
+    def _apply_pulled(
+        self,
+        session: AsyncSession,
+        locals_: dict[uuid.UUID, Order],
+        order_id: uuid.UUID,
+        item: dict[str, Any],
+    ) -> None:
+        local = locals_.get(order_id)
+        if item["changed_by"] == self.me:
+            # Our own change as the peer holds it: an acknowledgement if still pending here.
+            state = SyncState(local.sync_state) if local is not None else None
+            if local is not None and local.version == item["version"] and state in ACKNOWLEDGED:
+                local.sync_state = ACKNOWLEDGED[state].value
+                local.peer_version = item["version"]
+                local.resolution_pending = False
+                local.synced_at = utcnow()
+            return
+        if local is not None and (
+            (local.peer_version or 0) >= item["version"]
+            or SyncState(local.sync_state) is SyncState.ST_COLLISION
+        ):
+            return  # already held; collisions are settled by pushes, not the feed
+        if local is None:
+            sent = SyncState.ST_NEW
+        else:
+            sent = SyncState.ST_DEL if item["deleted"] else SyncState.ST_UPD
+        try:
+            replica = Replica.model_validate({**item, "sync_state": sent.name})
+        except ValueError as exc:
+            logger.warning("order %s from the peer's feed is not valid here: %s", order_id, exc)
+            return
+        answer = _receive(session, locals_, replica)
+        SYNC_RECEIVED.labels(answer.state).inc()
+
+    async def push_step(self) -> tuple[int, int, int]:
+        """Send up to SYNC_PUSH_CONCURRENCY batches of the local changes not yet acknowledged,
+        at once: new orders by POST, changed and deleted ones by PUT, each batch acknowledged
+        from the peer's answers in one transaction. Return (sent, refused, selected)."""
+        size = self.settings.sync_batch_size
         async with self.sessionmaker() as session:
             rows = (
                 await session.scalars(
                     select(Order)
                     .where(Order.sync_state.in_([s.value for s in RETRIED]))
-                    .order_by(Order.change_seq)
-                    .limit(self.settings.sync_batch_size)
+                    .order_by(Order.updated_at, Order.id)
+                    .limit(size * self.settings.sync_push_concurrency)
                 )
             ).all()
             replicas = [replica_of(o) for o in rows]
-            peer_versions = {o.id: o.peer_version for o in rows}
-        gate = asyncio.Semaphore(self.settings.sync_push_concurrency)
-        failed = 0
+            await session.commit()
+        new = [r for r in replicas if r.sync_state == SyncState.ST_NEW.name]
+        changed = [r for r in replicas if r.sync_state != SyncState.ST_NEW.name]
+        batches = [("POST", new[i : i + size]) for i in range(0, len(new), size)]
+        batches += [("PUT", changed[i : i + size]) for i in range(0, len(changed), size)]
+        sent = refused = 0
 
-        async def one(replica: Replica) -> None:
-            nonlocal failed
-            async with gate:
-                body = replica.model_dump(mode="json")
-                if replica.sync_state == SyncState.ST_NEW.name:
-                    response = await self._request("push", "POST", "/v1/sync/orders", json=body)
-                else:
-                    base = peer_versions.get(replica.id)
-                    headers = {"If-Match": f'"{base}"'} if base else {}
-                    response = await self._request(
-                        "push", "PUT", f"/v1/sync/orders/{replica.id}", json=body, headers=headers
-                    )
-                async with self.sessionmaker() as session:
-                    if response.status_code >= 400:
-                        failed += 1
-                        local = await session.get(Order, replica.id, with_for_update=True)
-                        if local is not None:
-                            local.sync_error = f"peer answered {response.status_code}: {response.text[:500]}"
-                        await session.commit()
-                        return
-                    await acknowledge(
-                        session, replica.id, replica.version, SyncAnswer.model_validate(response.json())
-                    )
+        async def one(method: str, batch: list[Replica]) -> None:
+            nonlocal sent, refused
+            response = await self._request(
+                "push", method, "/v1/sync/orders/batch", json=[r.model_dump(mode="json") for r in batch]
+            )
+            if response.status_code >= 400:
+                error = f"peer answered {response.status_code}: {response.text[:500]}"
+                answers: list[SyncAnswer | str] = [error] * len(batch)
+            else:
+                answers = [_batch_answer(item) for item in response.json()]
+            async with self.sessionmaker() as session:
+                await acknowledge_batch(
+                    session, [(r.id, r.version, answer) for r, answer in zip(batch, answers, strict=True)]
+                )
+                row = await self._peer_row(session)
+                failed = sum(1 for answer in answers if isinstance(answer, str))
+                row.pushed += len(batch) - failed
+                await session.commit()
+            sent += len(batch) - failed
+            refused += failed
 
-        results = await asyncio.gather(*(one(r) for r in replicas), return_exceptions=True)
+        results = await asyncio.gather(*(one(m, b) for m, b in batches), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise errors[0]
-        async with self.sessionmaker() as session:
-            row = await self._peer_row(session)
-            row.pushed += len(replicas) - failed
-            await session.commit()
-        return len(replicas) - failed, failed
+        return sent, refused, len(replicas)
 
     async def run_once(self) -> RoundResult:
-        """One round: pull, then push until nothing is pending (or only failures remain)."""
+        """One round: a page of the peer's feed, then a push of pending changes, again until
+        both are caught up, at most SYNC_ROUND_STEPS times (the next round starts at once
+        then): under steady writes neither half can keep the other waiting."""
         async with self._round_lock:
             result = RoundResult()
             started = utcnow()
+            capacity = self.settings.sync_batch_size * self.settings.sync_push_concurrency
             try:
-                result.pulled = await self.pull()
-                while True:
-                    sent, failed = await self.push()
+                for _ in range(self.settings.sync_round_steps):
+                    pulled = await self.pull_page()
+                    sent, refused, selected = await self.push_step()
+                    result.pulled += pulled
                     result.pushed += sent
-                    result.failed += failed
-                    if sent == 0 or sent + failed < self.settings.sync_batch_size:
+                    result.failed += refused
+                    if pulled < self.settings.sync_batch_size and (selected < capacity or sent == 0):
                         break
+                else:
+                    result.more = True
             except PeerError as exc:
                 await self._record(started, error=str(exc))
                 raise
@@ -414,7 +489,8 @@ class OrderSync:
         delay = self.settings.sync_interval
         while not stop.is_set():
             try:
-                await self.run_once()
+                if (await self.run_once()).more:
+                    continue
                 delay = self.settings.sync_interval
             except asyncio.CancelledError:
                 raise

@@ -56,7 +56,11 @@ async def test_create_read_update_delete(sluice: Running) -> None:
     assert updated.headers["etag"] == '"2"'
     # Never acknowledged by a peer: still new to it.
     assert updated.json()["sync_state"] == "ST_NEW"
-    assert updated.json()["change_seq"] > order["change_seq"]
+    # Feed positions are handed out when the feed is read, in commit order.
+    assert order["change_seq"] is None and updated.json()["change_seq"] is None
+    feed = (await sluice.client.get("/v1/orders", params={"since": 0}, headers=sluice.headers())).json()
+    [fed] = [o for o in feed["items"] if o["id"] == order["id"]]
+    assert fed["version"] == 2 and fed["change_seq"] == feed["next_since"]
     # The same content again is not a change.
     again = await sluice.client.put(url, json=changed, headers=sluice.headers(**{"If-Match": '"2"'}))
     assert again.json()["version"] == 2
