@@ -7,7 +7,13 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install install-dev services lint typecheck bench migrate clean
+.PHONY: run test install install-dev airflow-venv services lint typecheck bench migrate clean
+
+# The Airflow provider's own virtualenv: Airflow pins its own FastAPI and SQLAlchemy, so it never
+# shares Sluice's. The pinned set (constraints.txt) resolves on Python 3.11.
+AIRFLOW_DIR := contrib/airflow
+AIRFLOW_VENV := $(AIRFLOW_DIR)/.venv
+AIRFLOW_VERSION := 3.3.2
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +27,17 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+$(AIRFLOW_VENV)/.installed: $(AIRFLOW_DIR)/pyproject.toml $(AIRFLOW_DIR)/constraints.txt
+	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install --quiet -c $(AIRFLOW_DIR)/constraints.txt \
+		"apache-airflow==$(AIRFLOW_VERSION)" pytest -e $(AIRFLOW_DIR)
+	touch $@
+
 install: $(VENV)/.installed
 
 install-dev: $(VENV)/.installed-dev
+
+airflow-venv: $(AIRFLOW_VENV)/.installed
 
 migrate: install
 	@mkdir -p var
@@ -46,17 +60,17 @@ services:
 	@bash scripts/ensure-services.sh
 
 lint: install-dev
-	$(BIN)/ruff check app tests bench alembic
-	$(BIN)/ruff format --check app tests bench alembic
+	$(BIN)/ruff check app tests bench alembic $(AIRFLOW_DIR)
+	$(BIN)/ruff format --check app tests bench alembic $(AIRFLOW_DIR)
 
 typecheck: install-dev
 	$(BIN)/mypy
 
-test: install-dev services lint typecheck
+test: install-dev airflow-venv services lint typecheck
 	$(BIN)/pytest -q
 
 bench: install services
 	$(BIN)/python -m bench.gateway
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(AIRFLOW_VENV) var .pytest_cache .mypy_cache .ruff_cache
