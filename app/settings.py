@@ -46,7 +46,8 @@ class Settings(BaseSettings):
     # --- storage -------------------------------------------------------------------------
     # Unset: SQLite under var_dir (embedded default). Postgres: postgresql+asyncpg://...
     database_url: str | None = None
-    database_pool_size: int = 10
+    # Below the concurrency served, overflow connections churn (open, TLS, close) per request.
+    database_pool_size: int = 20
     # A pooled connection idle this many seconds is checked (one round trip) before use; busy
     # connections are not (a check on every use costs a round trip per transaction).
     database_ping_after_idle: float = 2.0

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 from app.orders.models import Order, OrderStatus
 from app.orders.sync_states import SyncState
@@ -24,6 +24,16 @@ CURRENCIES = frozenset(
 )
 
 Text200 = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _known_currency(value: str) -> str:
+    code = value.upper()
+    if code not in CURRENCIES:
+        raise ValueError(f"unknown currency {value!r} (ISO 4217 code expected)")
+    return code
+
+
+Currency = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(_known_currency)]
 
 
 class OrderLine(BaseModel):
@@ -59,17 +69,9 @@ class OrderIn(BaseModel):
     number: Annotated[str | None, Field(min_length=1, max_length=64)] = None
     customer: Customer
     lines: Annotated[list[OrderLine], Field(min_length=1, max_length=500)]
-    currency: Annotated[str, Field(min_length=3, max_length=3)]
+    currency: Currency
     status: OrderStatus = OrderStatus.NEW
     notes: Annotated[str, Field(max_length=10_000)] = ""
-
-    @field_validator("currency")
-    @classmethod
-    def _known_currency(cls, value: str) -> str:
-        code = value.upper()
-        if code not in CURRENCIES:
-            raise ValueError(f"unknown currency {value!r} (ISO 4217 code expected)")
-        return code
 
     def total(self) -> Decimal:
         return sum((line.unit_price * line.quantity for line in self.lines), Decimal(0))
@@ -141,7 +143,7 @@ class Replica(BaseModel):
     number: Annotated[str, Field(min_length=1, max_length=64)]
     customer: Customer
     lines: Annotated[list[OrderLine], Field(min_length=1, max_length=500)]
-    currency: Annotated[str, Field(min_length=3, max_length=3)]
+    currency: Currency
     status: OrderStatus
     notes: Annotated[str, Field(max_length=10_000)] = ""
     created_at: datetime
@@ -164,7 +166,8 @@ class Replica(BaseModel):
         return value
 
     def as_order_in(self) -> OrderIn:
-        return OrderIn(
+        # Every field was validated as OrderIn's are (same types): no second validation.
+        return OrderIn.model_construct(
             number=self.number,
             customer=self.customer,
             lines=self.lines,
