@@ -179,7 +179,8 @@ class Replica(BaseModel):
 
 class SyncAnswer(BaseModel):
     """What the receiver of a replica answers: its state for the record afterwards, the version
-    it now holds from the sender (None: not taken, e.g. a collision), and its own copy."""
+    it now holds from the sender (None: not taken, e.g. a collision), and its own copy when the
+    two are in collision."""
 
     state: str
     ack_version: int | None

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
+import orjson
 from prometheus_client import Counter
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -60,21 +61,23 @@ ACKNOWLEDGED = {
 RESOLVABLE = {SyncState.ST_COLLISION, SyncState.ST_ERROR, SyncState.ST_ERROR_SYNCED}
 
 
-def replica_of(order: Order) -> Replica:
-    out = OrderOut.of(order)
-    return Replica.model_validate(
-        {
-            **out.model_dump(mode="json"),
-            "sync_state": SyncState(order.sync_state).name,
-            "resolution": order.resolution_pending,
-            "sync_error": order.sync_error,
-        }
-    )
+def replica_of(order: Order) -> dict[str, Any]:
+    """The order as the peer's Replica, JSON-ready (built from valid stored data: the receiver
+    validates it, the sender need not)."""
+    return {
+        **OrderOut.of(order).model_dump(mode="json"),
+        "sync_state": SyncState(order.sync_state).name,
+        "resolution": order.resolution_pending,
+        "sync_error": order.sync_error,
+    }
 
 
 def _answer(order: Order | None, ack: int | None) -> SyncAnswer:
+    """The receiver's answer; its copy of the order only when in collision (the sender keeps it
+    as the remote copy), the state and version being all an acknowledgement needs."""
     state = SyncState(order.sync_state).name if order is not None else SyncState.ST_ERROR.name
-    return SyncAnswer(state=state, ack_version=ack, order=OrderOut.of(order) if order is not None else None)
+    copy = OrderOut.of(order) if order is not None and state == SyncState.ST_COLLISION.name else None
+    return SyncAnswer(state=state, ack_version=ack, order=copy)
 
 
 def _take(order: Order, replica: Replica) -> None:
@@ -347,7 +350,7 @@ class OrderSync:
         response = await self._request(
             "pull", "GET", "/v1/orders", params={"since": cursor, "limit": self.settings.sync_batch_size}
         )
-        page = response.json()
+        page = orjson.loads(response.content)
         items: list[dict[str, Any]] = page["items"]
         next_since = int(page["next_since"])
         by_id = {uuid.UUID(item["id"]): item for item in items}  # a page holds an order once
@@ -413,25 +416,33 @@ class OrderSync:
             ).all()
             replicas = [replica_of(o) for o in rows]
             await session.commit()
-        new = [r for r in replicas if r.sync_state == SyncState.ST_NEW.name]
-        changed = [r for r in replicas if r.sync_state != SyncState.ST_NEW.name]
+        new = [r for r in replicas if r["sync_state"] == SyncState.ST_NEW.name]
+        changed = [r for r in replicas if r["sync_state"] != SyncState.ST_NEW.name]
         batches = [("POST", new[i : i + size]) for i in range(0, len(new), size)]
         batches += [("PUT", changed[i : i + size]) for i in range(0, len(changed), size)]
         sent = refused = 0
 
-        async def one(method: str, batch: list[Replica]) -> None:
+        async def one(method: str, batch: list[dict[str, Any]]) -> None:
             nonlocal sent, refused
             response = await self._request(
-                "push", method, "/v1/sync/orders/batch", json=[r.model_dump(mode="json") for r in batch]
+                "push",
+                method,
+                "/v1/sync/orders/batch",
+                content=orjson.dumps(batch),
+                headers={"Content-Type": "application/json"},
             )
             if response.status_code >= 400:
                 error = f"peer answered {response.status_code}: {response.text[:500]}"
                 answers: list[SyncAnswer | str] = [error] * len(batch)
             else:
-                answers = [_batch_answer(item) for item in response.json()]
+                answers = [_batch_answer(item) for item in orjson.loads(response.content)]
             async with self.sessionmaker() as session:
                 await acknowledge_batch(
-                    session, [(r.id, r.version, answer) for r, answer in zip(batch, answers, strict=True)]
+                    session,
+                    [
+                        (uuid.UUID(r["id"]), r["version"], answer)
+                        for r, answer in zip(batch, answers, strict=True)
+                    ],
                 )
                 row = await self._peer_row(session)
                 failed = sum(1 for answer in answers if isinstance(answer, str))
