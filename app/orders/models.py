@@ -45,7 +45,8 @@ class Order(Base):
     status: Mapped[str] = mapped_column(String(20), default=OrderStatus.NEW.value)
     notes: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # When the content last changed (set by the writes; sync bookkeeping leaves it alone).
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     version: Mapped[int] = mapped_column(Integer, default=1)
     # The instance the order was created on.
     origin: Mapped[str] = mapped_column(String(64))
@@ -66,6 +67,7 @@ class Order(Base):
     sync_error: Mapped[str | None] = mapped_column(Text)
     # A resolved collision not yet sent: the push tells the peer to take it over its own copy.
     resolution_pending: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When the peer last answered about this order (an acknowledgement or a refusal).
     synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (

@@ -216,6 +216,8 @@ async def acknowledge_batch(
                 continue
             if isinstance(answer, str):
                 local.sync_error = answer
+                # To the back of the push queue: refused orders cannot hold the others back.
+                local.synced_at = utcnow()
             else:
                 _acknowledge(local, pushed_version, answer)
 
@@ -410,7 +412,9 @@ class OrderSync:
                 await session.scalars(
                     select(Order)
                     .where(Order.sync_state.in_([s.value for s in RETRIED]))
-                    .order_by(Order.updated_at, Order.id)
+                    # Never answered first, then the longest without an answer: an order the
+                    # peer refuses goes behind the others each time.
+                    .order_by(Order.synced_at.asc().nulls_first(), Order.updated_at, Order.id)
                     .limit(size * self.settings.sync_push_concurrency)
                 )
             ).all()
