@@ -315,8 +315,8 @@ def db_text(work: dict[str, Any], what: str) -> str:
 
 class Activity:
     """Samples pg_stat_activity of A's and B's databases: how many backends run a statement, wait
-    for a lock (`advisory`: the feed's ordering lock of stamp_change), or sit idle inside a
-    transaction (waiting for the application's next statement)."""
+    for a lock (`advisory`: the lock of the feed's sequencer, service.sequence_changes), or sit
+    idle inside a transaction (waiting for the application's next statement)."""
 
     def __init__(self, pair: Pair, every: float = 0.05) -> None:
         self.names = {inst.db_name: inst.side for inst in pair.both}
