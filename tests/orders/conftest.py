@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from tests.conftest import ADMIN_KEY, REDIS_URL, fresh_database, new_redis_prefix
@@ -54,6 +56,16 @@ class Instance:
         self.proc.wait()
 
 
+def wait_for_first_round(instance: Instance, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = httpx.get(f"{instance.url}/v1/sync/status", headers={"X-API-Key": ADMIN_KEY}, timeout=10)
+        if status.status_code == 200 and status.json()["last_run_at"] is not None:
+            return
+        assert time.monotonic() < deadline, f"no sync round ran on {instance.name} at start-up"
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Instance, Instance]]:
     logs = tmp_path_factory.mktemp("sync")
@@ -82,6 +94,10 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Instance, I
         b = Instance("b", url_b, env("b", db_b, url_a), logs / "b.log")
         a.start()
         b.start()
+        # Each loop runs a round at start-up: let it end before the tests, or it could pull
+        # (or push) what a test means its own rounds to carry.
+        for instance in (a, b):
+            wait_for_first_round(instance)
         try:
             yield a, b
         finally:
