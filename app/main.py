@@ -126,7 +126,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         partner=partner,
         url_policy=UrlPolicy(settings),
         throttle=throttle,
-        order_sync=OrderSync(settings, sessionmaker),
+        order_sync=OrderSync(settings, sessionmaker, redis),
         app=app,
     )
     app.state.sluice = state

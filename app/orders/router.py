@@ -212,9 +212,11 @@ async def sync_now(request: Request, principal: OrdersDep) -> dict[str, Any]:
     if not syncer.enabled:
         raise Conflict("No peer configured (SYNC_PEER_URL)")
     try:
-        result = await syncer.run_once()
+        result = await syncer.run_once(wait=True)
     except sync.PeerError as exc:
         raise ServiceUnavailable(f"The peer failed: {exc}") from exc
+    except sync.RoundBusy as exc:
+        raise Conflict(f"Try again later: {exc}") from exc
     return {
         "pulled": result.pulled,
         "pushed": result.pushed,

@@ -22,6 +22,8 @@ collision too, takes over its own copy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -31,6 +33,8 @@ from typing import Any, TypeVar
 import httpx
 import orjson
 from prometheus_client import Counter
+from redis.asyncio.lock import Lock
+from redis.exceptions import LockError, RedisError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -41,6 +45,8 @@ from app.orders.models import Order, SyncPeer
 from app.orders.schemas import OrderOut, Replica, ResolveIn, SyncAnswer
 from app.orders.service import _apply, mark_changed
 from app.orders.sync_states import RETRIED, SyncState, transition
+from app.redis import Redis
+from app.redis import key as redis_key
 from app.settings import Settings
 
 logger = logging.getLogger("sluice.sync")
@@ -59,6 +65,7 @@ ACKNOWLEDGED = {
     SyncState.ST_DEL: SyncState.ST_DEL_SYNCED,
 }
 RESOLVABLE = {SyncState.ST_COLLISION, SyncState.ST_ERROR, SyncState.ST_ERROR_SYNCED}
+SETTLED = {SyncState.ST_OK, SyncState.ST_DEL_SYNCED}
 
 
 def replica_of(order: Order) -> dict[str, Any]:
@@ -234,6 +241,10 @@ def _acknowledge(local: Order, pushed_version: int, answer: SyncAnswer) -> None:
         # Changed again while the push was on its way: the newer version goes next round.
         if answer.ack_version is not None:
             local.peer_version = max(local.peer_version or 0, answer.ack_version)
+    elif SyncState(local.sync_state) in SETTLED and (local.peer_version or 0) >= pushed_version:
+        # Already acknowledged (through the feed, or an earlier answer to the same version):
+        # a second acknowledgement is not a transition (the seed's table would call it an error).
+        pass
     else:
         step = transition(peer_state, SyncState(local.sync_state))
         local.sync_state = step.becomes.value
@@ -292,6 +303,8 @@ class RoundResult:
     failed: int = 0
     # Stopped at SYNC_ROUND_STEPS with work left: the loop starts the next round at once.
     more: bool = False
+    # Another replica of this instance was running a round: this one did nothing.
+    skipped: bool = False
 
 
 def _batch_answer(item: dict[str, Any]) -> SyncAnswer | str:
@@ -301,12 +314,32 @@ def _batch_answer(item: dict[str, Any]) -> SyncAnswer | str:
     return SyncAnswer.model_validate(item)
 
 
-class OrderSync:
-    """The sync loop of one instance with its peer."""
+class _NoLease:
+    """Stands for the lease when Redis was unreachable: nothing to renew or release."""
 
-    def __init__(self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+
+_NO_LEASE: Any = _NoLease()
+
+
+class RoundBusy(Exception):
+    """Another replica of this instance has been running a round for longer than a lease."""
+
+
+class OrderSync:
+    """The sync loop of one instance with its peer.
+
+    Replicas of one instance (one database, one Redis) run their rounds one at a time under a
+    Redis lease: a replica whose loop finds the lease taken skips that round (another one is
+    doing the work), and `POST /v1/sync/run` waits for it. Without it the replicas would push
+    the same pending orders at once (harmless, answered as repeats, but twice the traffic).
+    """
+
+    def __init__(
+        self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], redis: Redis
+    ) -> None:
         self.settings = settings
         self.sessionmaker = sessionmaker
+        self.redis = redis
         self.peer = (settings.sync_peer_url or "").rstrip("/")
         self.me = settings.instance_name
         key = settings.sync_peer_api_key.get_secret_value() if settings.sync_peer_api_key else ""
@@ -315,6 +348,34 @@ class OrderSync:
         )
         self._round_lock = asyncio.Lock()
         self.wake = asyncio.Event()
+        # Renewed after every step of a round; a step takes at most a few request timeouts.
+        self.lease_seconds = max(30.0, 4 * settings.sync_timeout)
+        peer_id = hashlib.sha256(self.peer.encode()).hexdigest()[:16]
+        self._lease_key = redis_key(settings, "sync", "round", peer_id)
+
+    async def _take_lease(self, *, wait: bool) -> Lock | None:
+        """The replicas' round lease; None when another replica holds it (and `wait` is false).
+        With Redis unreachable the round runs without it (safe, only possibly doubled)."""
+        lease = self.redis.lock(
+            self._lease_key,
+            timeout=self.lease_seconds,
+            sleep=0.05,
+            blocking=wait,
+            blocking_timeout=self.lease_seconds + 1.0 if wait else None,
+        )
+        try:
+            if await lease.acquire():
+                return lease
+        except RedisError as exc:
+            logger.warning(
+                "order sync: Redis unreachable (%r); this round runs without the replicas' lease", exc
+            )
+            return _NO_LEASE
+        if wait:
+            raise RoundBusy(
+                f"a sync round has held the lease on another replica for over {self.lease_seconds:.0f} s"
+            )
+        return None
 
     @property
     def enabled(self) -> bool:
@@ -461,30 +522,61 @@ class OrderSync:
             raise errors[0]
         return sent, refused, len(replicas)
 
-    async def run_once(self) -> RoundResult:
+    async def run_once(self, *, wait: bool = True) -> RoundResult:
         """One round: a page of the peer's feed, then a push of pending changes, again until
         both are caught up, at most SYNC_ROUND_STEPS times (the next round starts at once
-        then): under steady writes neither half can keep the other waiting."""
+        then): under steady writes neither half can keep the other waiting.
+
+        Under the replicas' lease: with `wait` false, a round another replica is running makes
+        this one a no-op (`skipped`)."""
         async with self._round_lock:
-            result = RoundResult()
-            started = utcnow()
-            capacity = self.settings.sync_batch_size * self.settings.sync_push_concurrency
+            lease = await self._take_lease(wait=wait)
+            if lease is None:
+                return RoundResult(skipped=True)
             try:
-                for _ in range(self.settings.sync_round_steps):
-                    pulled = await self.pull_page()
-                    sent, refused, selected = await self.push_step()
-                    result.pulled += pulled
-                    result.pushed += sent
-                    result.failed += refused
-                    if pulled < self.settings.sync_batch_size and (selected < capacity or sent == 0):
-                        break
-                else:
+                return await self._round(lease)
+            finally:
+                if lease is not _NO_LEASE:
+                    with contextlib.suppress(LockError, RedisError):
+                        await lease.release()
+
+    async def _round(self, lease: Lock) -> RoundResult:
+        result = RoundResult()
+        started = utcnow()
+        capacity = self.settings.sync_batch_size * self.settings.sync_push_concurrency
+        try:
+            for _ in range(self.settings.sync_round_steps):
+                pulled = await self.pull_page()
+                sent, refused, selected = await self.push_step()
+                result.pulled += pulled
+                result.pushed += sent
+                result.failed += refused
+                if pulled < self.settings.sync_batch_size and (selected < capacity or sent == 0):
+                    break
+                if not await self._renew(lease):
                     result.more = True
-            except PeerError as exc:
-                await self._record(started, error=str(exc))
-                raise
-            await self._record(started, error=None)
-            return result
+                    break
+            else:
+                result.more = True
+        except PeerError as exc:
+            await self._record(started, error=str(exc))
+            raise
+        await self._record(started, error=None)
+        return result
+
+    async def _renew(self, lease: Lock) -> bool:
+        """Extend the lease for the next step; False if it was lost (the step outlasted it and
+        another replica may have started): this round then stops."""
+        if lease is _NO_LEASE:
+            return True
+        try:
+            await lease.reacquire()
+            return True
+        except LockError:
+            logger.warning("order sync: the round's lease expired during a step; the round stops here")
+            return False
+        except RedisError:
+            return True
 
     async def _record(self, started: Any, *, error: str | None) -> None:
         async with self.sessionmaker() as session:
@@ -504,7 +596,7 @@ class OrderSync:
         delay = self.settings.sync_interval
         while not stop.is_set():
             try:
-                if (await self.run_once()).more:
+                if (await self.run_once(wait=False)).more:
                     continue
                 delay = self.settings.sync_interval
             except asyncio.CancelledError:

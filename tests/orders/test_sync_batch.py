@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy import select
 
 from app.orders.models import Order
+from app.orders.schemas import SyncAnswer
+from app.orders.sync import acknowledge_batch
 from tests.conftest import Running
 from tests.orders.test_api import create, order_body
 
@@ -99,3 +101,16 @@ async def test_a_change_still_in_flight_is_numbered_after_it_commits(sluice: Run
     page = (await sluice.client.get("/v1/orders", params={"since": cursor}, headers=sluice.headers())).json()
     assert [(o["id"], o["notes"]) for o in page["items"]] == [(first["id"], "in flight")]
     assert page["next_since"] > cursor
+
+
+async def test_a_second_acknowledgement_of_the_same_version_changes_nothing(sluice: Running) -> None:
+    """Two answers to the same pushed version (two pushes crossing, or the feed first): the
+    second must not be taken as a transition from ST_OK (the seed's table calls that an error)."""
+    order = await create(sluice, notes="acked twice")
+    order_id = uuid.UUID(order["id"])
+    answer = SyncAnswer(state="ST_OK", ack_version=1, order=None)
+    for _ in range(2):
+        async with sluice.state.sessionmaker() as session:
+            await acknowledge_batch(session, [(order_id, 1, answer)])
+    held = (await sluice.client.get(f"/v1/orders/{order_id}", headers=sluice.headers())).json()
+    assert held["sync_state"] == "ST_OK"
