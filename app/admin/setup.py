@@ -24,7 +24,15 @@ class ApiKeyAdminAuth(AuthenticationBackend):
     """
 
     def __init__(self, state: AppState, secret_key: str) -> None:
-        super().__init__(secret_key=secret_key)
+        # SameSite=strict: the browser never sends the admin session with a request started
+        # from another site, so sqladmin's actions (GET links) cannot be triggered cross-site
+        # even by a browser that does not send Sec-Fetch-Site (checked too, refuse_cross_site).
+        super().__init__(
+            secret_key=secret_key,
+            session_cookie="sluice_admin",
+            same_site="strict",
+            https_only=state.settings.public_url.startswith("https://"),
+        )
         self._state = state
 
     async def login(self, request: Request) -> bool:

@@ -19,6 +19,10 @@ async def test_admin_login_and_views(sluice: Running) -> None:
         "/admin/login", data={"username": "admin", "password": ADMIN_KEY}, follow_redirects=False
     )
     assert response.status_code in (302, 303)
+    # The session cookie is never sent with a request started from another site (no CSRF
+    # through the admin's GET action links), and scripts cannot read it.
+    cookie = response.headers["set-cookie"].lower()
+    assert cookie.startswith("sluice_admin=") and "samesite=strict" in cookie and "httponly" in cookie
     for view in ("api-client", "comm-log"):
         page = await sluice.client.get(f"/admin/{view}/list")
         assert page.status_code == 200, view
