@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from datetime import timedelta
@@ -16,7 +17,7 @@ from app.throttling import worker as throttling_worker
 from app.throttling.limiter import THROTTLED
 from app.upstream.client import UpstreamExchange
 from tests.airlock.conftest import Clock
-from tests.conftest import Running, Sandbox
+from tests.conftest import REDIS_URL, Running, Sandbox
 from tests.support import Receiver
 from tests.throttling.conftest import BASE, ORG, create, deploy, headers
 
@@ -269,3 +270,70 @@ async def test_a_change_reaches_another_replica_within_a_second(
             await asyncio.sleep(0.01)
         runtime = (await b.client.get("/v1/throttling/runtime", headers=b.headers())).json()
         assert runtime["rules"][0]["maxThroughput"] == 450 and runtime["rules"][0]["uid"] == uid
+
+
+def _count(uid: str, outcome: str) -> float:
+    return float(THROTTLED.labels(uid, outcome)._value.get())
+
+
+async def test_a_process_that_cannot_keep_time_sends_the_call_late_rather_than_refuse_it(
+    start_app: Any, sandbox: Sandbox
+) -> None:
+    """With no margin, every resumption is late for its slot (by the loop's wake-up delay):
+    the call takes a new slot each time, then goes anyway, and the metric says so."""
+    async with start_app(run_workers=False, throttle_safety_margin=0.0) as sluice:
+        uid = await deploy_limit(sluice, sandbox, 200, ["GET"])
+        late, sent_late = _count(uid, "late"), _count(uid, "sent_late")
+        response = await sluice.client.get("/v1/products", headers=sluice.headers())
+        assert response.status_code == 200
+        assert _count(uid, "sent_late") - sent_late == 1
+        assert _count(uid, "late") - late == 4  # MAX_RESERVATIONS slots given up, then sent
+
+
+class RedisCut:
+    """A TCP relay to the real Redis that the test can cut, as a network failure would."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}/0"
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host, port = REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        self.writers |= {writer, up_writer}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.transport.abort()
+        await self.server.wait_closed()
+
+
+async def test_calls_go_unenforced_when_redis_fails(start_app: Any, sandbox: Sandbox) -> None:
+    """Without Redis there is no shared count: partner calls go (fail open) instead of every call
+    of the organisation failing, counted as `unenforced`."""
+    relay = RedisCut()
+    async with start_app(run_workers=False, redis_url=await relay.start()) as sluice:
+        uid = await deploy_limit(sluice, sandbox, 200, ["GET"])
+        # Once with Redis up: the token and the API key are known to the process.
+        assert (await sluice.client.get("/v1/products", headers=sluice.headers())).status_code == 200
+        unenforced = _count(uid, "unenforced")
+        await relay.cut()
+        response = await sluice.client.get("/v1/products", headers=sluice.headers())
+        assert response.status_code == 200, response.text
+        assert _count(uid, "unenforced") - unenforced == 1
