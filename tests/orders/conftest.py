@@ -56,6 +56,28 @@ class Instance:
         self.proc.wait()
 
 
+def instance_env(
+    name: str, database: str, peer: str, prefix: str | None = None, **extra: str
+) -> dict[str, str]:
+    """The environment of a Sluice process syncing with `peer`; rounds on demand (the loop runs
+    one at start-up, then sleeps)."""
+    return {
+        "INSTANCE_NAME": name,
+        "DATABASE_URL": database,
+        "REDIS_URL": REDIS_URL,
+        "REDIS_KEY_PREFIX": prefix or new_redis_prefix(),
+        "BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
+        "SANDBOX_ENABLED": "false",
+        "PARTNER_BASE_URL": "http://127.0.0.1:9",
+        "COMMLOG_ENABLED": "false",
+        "LOG_LEVEL": "WARNING",
+        "SYNC_PEER_URL": peer,
+        "SYNC_PEER_API_KEY": ADMIN_KEY,
+        "SYNC_INTERVAL": "3600",
+        **extra,
+    }
+
+
 def wait_for_first_round(instance: Instance, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -72,26 +94,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Instance, I
     with fresh_database("sluice_sync_a") as db_a, fresh_database("sluice_sync_b") as db_b:
         url_a, url_b = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
 
-        def env(name: str, database: str, peer: str) -> dict[str, str]:
-            return {
-                "INSTANCE_NAME": name,
-                "DATABASE_URL": database,
-                "REDIS_URL": REDIS_URL,
-                "REDIS_KEY_PREFIX": new_redis_prefix(),
-                "BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
-                "SANDBOX_ENABLED": "false",
-                "PARTNER_BASE_URL": "http://127.0.0.1:9",
-                "COMMLOG_ENABLED": "false",
-                "LOG_LEVEL": "WARNING",
-                "SYNC_PEER_URL": peer,
-                "SYNC_PEER_API_KEY": ADMIN_KEY,
-                # Rounds on demand in these tests (the loop runs one at start-up, then sleeps).
-                "SYNC_INTERVAL": "3600",
-                "SYNC_BATCH_SIZE": "50",
-            }
-
-        a = Instance("a", url_a, env("a", db_a, url_b), logs / "a.log")
-        b = Instance("b", url_b, env("b", db_b, url_a), logs / "b.log")
+        a = Instance("a", url_a, instance_env("a", db_a, url_b, SYNC_BATCH_SIZE="50"), logs / "a.log")
+        b = Instance("b", url_b, instance_env("b", db_b, url_a, SYNC_BATCH_SIZE="50"), logs / "b.log")
         a.start()
         b.start()
         # Each loop runs a round at start-up: let it end before the tests, or it could pull

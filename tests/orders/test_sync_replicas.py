@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_KEY, REDIS_URL, fresh_database, new_redis_prefix
-from tests.orders.conftest import Instance, wait_for_first_round
+from tests.conftest import fresh_database, new_redis_prefix
+from tests.orders.conftest import Instance, instance_env, wait_for_first_round
 from tests.orders.test_sync_processes import HEADERS, create
 from tests.support import free_port
 
@@ -22,30 +22,12 @@ def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Instance, I
         url_a1, url_a2, url_b = (f"http://127.0.0.1:{free_port()}" for _ in range(3))
         prefix_a = new_redis_prefix()
 
-        def env(name: str, database: str, prefix: str, peer: str) -> dict[str, str]:
-            return {
-                "INSTANCE_NAME": name,
-                "DATABASE_URL": database,
-                "REDIS_URL": REDIS_URL,
-                "REDIS_KEY_PREFIX": prefix,
-                "BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
-                "SANDBOX_ENABLED": "false",
-                "PARTNER_BASE_URL": "http://127.0.0.1:9",
-                "COMMLOG_ENABLED": "false",
-                "LOG_LEVEL": "WARNING",
-                "SYNC_PEER_URL": peer,
-                "SYNC_PEER_API_KEY": ADMIN_KEY,
-                "SYNC_INTERVAL": "3600",
-                # Small batches: a round takes many steps, long enough for the other replica's
-                # request to arrive while it runs.
-                "SYNC_BATCH_SIZE": "10",
-                "SYNC_PUSH_CONCURRENCY": "1",
-                "SYNC_ROUND_STEPS": "1000",
-            }
-
-        a1 = Instance("a1", url_a1, env("a", db_a, prefix_a, url_b), logs / "a1.log")
-        a2 = Instance("a2", url_a2, env("a", db_a, prefix_a, url_b), logs / "a2.log")
-        b = Instance("b", url_b, env("b", db_b, new_redis_prefix(), url_a1), logs / "b.log")
+        # Small batches: a round takes many steps, long enough for the other replica's request
+        # to arrive while it runs.
+        small = {"SYNC_BATCH_SIZE": "10", "SYNC_PUSH_CONCURRENCY": "1", "SYNC_ROUND_STEPS": "1000"}
+        a1 = Instance("a1", url_a1, instance_env("a", db_a, url_b, prefix_a, **small), logs / "a1.log")
+        a2 = Instance("a2", url_a2, instance_env("a", db_a, url_b, prefix_a, **small), logs / "a2.log")
+        b = Instance("b", url_b, instance_env("b", db_b, url_a1, **small), logs / "b.log")
         for instance in (a1, a2, b):
             instance.start()
         for instance in (a1, a2, b):
