@@ -47,21 +47,24 @@ import aiohttp
 import asyncpg
 import orjson
 
-from bench.gateway.__main__ import (
-    RESULTS_DIR,
-    ROOT,
+from bench.common import RESULTS_DIR, ROOT
+from bench.common.processes import (
+    HEALTH_PATH,
     BenchError,
     Child,
     Children,
     check_sluice_present,
+    die_with_parent,
+    first_exited,
     free_port,
     server_pid,
     sigterm_as_interrupt,
     sluice_env,
+    start_fake_server,
     uvicorn_cmd,
     wait_ready,
 )
-from bench.gateway.load import die_with_parent, process_cpu_seconds
+from bench.gateway.load import process_cpu_seconds
 
 TARGET_REPLIES_PER_S = 1000.0
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -351,13 +354,7 @@ class Monitor:
         return CpuSnapshot.take(self.pids, self.upstream.proc.pid, self.receiver.proc.pid)
 
     def dead(self) -> str | None:
-        for child in (*self.workers, self.upstream, self.receiver):
-            if not child.alive():
-                return (
-                    f"{child.name} exited with code {child.proc.returncode}.\n"
-                    f"--- last lines of its output ({child.log}) ---\n{child.tail()}"
-                )
-        return None
+        return first_exited((*self.workers, self.upstream, self.receiver))
 
     async def run(self, drain: Drain) -> None:
         calls = self.args.calls
@@ -441,7 +438,6 @@ class Monitor:
 
 def worker_env(args: argparse.Namespace, upstream_url: str, db_url: str, prefix: str) -> dict[str, str]:
     overrides = {
-        "REDIS_KEY_PREFIX": prefix,
         "REPLY_URL_ALLOW_LOOPBACK": "true",
         "RUN_WORKERS": "true",
         "TRACING_ENABLED": "true",
@@ -450,7 +446,7 @@ def worker_env(args: argparse.Namespace, upstream_url: str, db_url: str, prefix:
         "AIRLOCK_BATCH_SIZE": str(args.batch_size),
     }
     admin_key = "bench-" + secrets.token_urlsafe(24)
-    return sluice_env(upstream_url, admin_key, db_url, args.redis_url, overrides)
+    return sluice_env(upstream_url, admin_key, db_url, args.redis_url, prefix, overrides)
 
 
 def clear_redis_prefix(redis_url: str, prefix: str) -> None:
@@ -673,20 +669,17 @@ def main(argv: list[str] | None = None) -> int:
             check_sluice_present()
             asyncio.run(create_database(args.postgres_url, db_name))
             created = True
-            port = free_port()
-            upstream = children.start(
-                "upstream", [sys.executable, "-m", "bench.airlock.upstream", "--port", str(port)]
+            # Both start while the database is migrated; they are awaited after.
+            upstream, upstream_url = start_fake_server(
+                children, "upstream", "bench.airlock.upstream", wait=False
             )
-            upstream_url = f"http://127.0.0.1:{port}"
-            port = free_port()
-            receiver = children.start(
-                "receiver", [sys.executable, "-m", "bench.airlock.receiver", "--port", str(port)]
+            receiver, receiver_url = start_fake_server(
+                children, "receiver", "bench.airlock.receiver", wait=False
             )
-            receiver_url = f"http://127.0.0.1:{port}"
             env = worker_env(args, upstream_url, db_url, prefix)
             migrate(env, log_dir)
-            wait_ready(upstream, f"{upstream_url}/_bench/health")
-            wait_ready(receiver, f"{receiver_url}/_bench/health")
+            wait_ready(upstream, upstream_url + HEALTH_PATH)
+            wait_ready(receiver, receiver_url + HEALTH_PATH)
             due = datetime.now(UTC) + (timedelta(days=1) if args.gate else timedelta(0))
             took = asyncio.run(insert_calls(dsn, args.calls, f"{receiver_url}/reply", due))
             print(f"database {db_name}: migrated, {args.calls} calls stored in {took:.2f} s")

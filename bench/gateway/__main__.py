@@ -28,8 +28,6 @@ import os
 import platform
 import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,20 +36,31 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.gateway.load import LoadError, LoadResult, die_with_parent, run_load, try_install_wrk, wrk_version
-
-ROOT = Path(__file__).resolve().parents[2]
-RESULTS_DIR = ROOT / "bench" / "results"
+from bench.common import RESULTS_DIR, ROOT
+from bench.common.processes import (
+    BenchError,
+    Child,
+    Children,
+    check_sluice_present,
+    die_with_parent,
+    free_port,
+    http_get,
+    server_pid,
+    sigterm_as_interrupt,
+    sluice_env,
+    start_fake_server,
+    uvicorn_cmd,
+    wait_ready,
+)
+from bench.gateway.load import LoadError, LoadResult, run_load, try_install_wrk, wrk_version
 
 TARGET_THROUGHPUT_RATIO = 0.60  # Sluice req/s >= 0.6 x baseline
 TARGET_P99_RATIO = 2.00  # Sluice p99 <= 2 x baseline
-READY_TIMEOUT = 30.0
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/sluice_bench"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -69,169 +78,7 @@ DEFAULT_PROFILES = "full,trace-10pct,no-tracing"
 JUDGED_PROFILE = "full"  # the row the targets are judged on
 
 
-class BenchError(RuntimeError):
-    pass
-
-
-# ------------------------------------------------------------------------------- processes
-
-
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log.read_text(errors="replace")
-        except OSError:
-            return "(no output)"
-        return "\n".join(text.rstrip().splitlines()[-lines:]) or "(no output)"
-
-    def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM to its process group, then SIGKILL after `grace` seconds."""
-        if self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
-
-
-class Children:
-    """Every process the benchmark starts; `close()` stops them all, newest first."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.children: list[Child] = []
-
-    def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> Child:
-        log = self.log_dir / f"{len(self.children):02d}-{name}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own group: Ctrl-C reaches us, and we stop it in order
-                preexec_fn=die_with_parent,
-            )
-        child = Child(name, proc, log)
-        self.children.append(child)
-        return child
-
-    def close(self) -> None:
-        for child in reversed(self.children):
-            try:
-                child.stop()
-            except Exception as exc:
-                print(f"could not stop {child.name} (pid {child.proc.pid}): {exc}", file=sys.stderr)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def wait_ready(child: Child, url: str, headers: dict[str, str] | None = None) -> None:
-    """Poll `url` until it answers 200; fail early if the process exits, or after 30 s."""
-    deadline = time.monotonic() + READY_TIMEOUT
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if not child.alive():
-            raise BenchError(
-                f"{child.name} exited with code {child.proc.returncode} before it was ready.\n"
-                f"--- last lines of its output ({child.log}) ---\n{child.tail()}"
-            )
-        try:
-            status, body = http_get(url, headers, timeout=2.0)
-        except OSError as exc:
-            last = f"{type(exc).__name__}: {exc}"
-        else:
-            if status == 200:
-                return
-            last = f"HTTP {status}: {body[:300]!r}"
-        time.sleep(0.2)
-    raise BenchError(
-        f"{child.name} was not ready within {READY_TIMEOUT:.0f}s ({url}: {last}).\n"
-        f"--- last lines of its output ({child.log}) ---\n{child.tail()}"
-    )
-
-
-def uvicorn_cmd(app: str, port: int, *, factory: bool = False) -> list[str]:
-    cmd = [sys.executable, "-m", "uvicorn", app]
-    if factory:
-        cmd.append("--factory")
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    return [*cmd, "--no-access-log", "--log-level", "warning"]
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def child_pids(pid: int) -> list[int]:
-    """Direct children of `pid`, from /proc (Linux; empty elsewhere)."""
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            kids.append(int(entry.name))
-    return kids
-
-
-def server_pid(child: Child) -> int:
-    """The process that serves the requests, whose CPU time is measured.
-
-    `uvicorn --workers 1` serves in the process we started (no reloader, no supervisor); should it
-    ever hand the work to one worker process instead (a multiprocessing spawn, or a re-exec'd
-    uvicorn), that single worker is the one to read, not its idle parent.
-    """
-    workers = [
-        pid
-        for pid in child_pids(child.proc.pid)
-        if "spawn_main" in (cmd := _cmdline(pid)) or "uvicorn" in cmd
-    ]
-    return workers[0] if len(workers) == 1 else child.proc.pid
-
-
 # --------------------------------------------------------------------------------- targets
-
-
-def start_upstream(children: Children) -> tuple[Child, str]:
-    port = free_port()
-    child = children.start("upstream", [sys.executable, "-m", "bench.gateway.upstream", "--port", str(port)])
-    base = f"http://127.0.0.1:{port}"
-    wait_ready(child, f"{base}/_bench/health")
-    return child, base
 
 
 def upstream_stats(upstream_url: str) -> dict[str, int]:
@@ -250,41 +97,6 @@ def start_baseline(
     base = f"http://127.0.0.1:{port}"
     wait_ready(child, base + path, headers)
     return child, base
-
-
-def sluice_env(
-    upstream_url: str,
-    admin_key: str,
-    database_url: str,
-    redis_url: str,
-    overrides: dict[str, str] | None = None,
-) -> dict[str, str]:
-    """The full Sluice environment (every feature on), then a profile's `overrides`."""
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=database_url,
-        REDIS_URL=redis_url,
-        REDIS_KEY_PREFIX=REDIS_KEY_PREFIX,
-        PARTNER_BASE_URL=upstream_url,
-        BOOTSTRAP_ADMIN_KEY=admin_key,
-        SANDBOX_ENABLED="false",
-        LOG_LEVEL="WARNING",
-        TRACING_ENABLED="true",
-        TRACE_SAMPLE_RATIO="1.0",
-        COMMLOG_ENABLED="true",
-    )
-    env.setdefault("OTEL_TRACES_EXPORTER", "none")
-    env.update(overrides or {})
-    return env
-
-
-def check_sluice_present() -> None:
-    main = ROOT / "app" / "main.py"
-    if not main.is_file() or "def create_app" not in main.read_text(errors="replace"):
-        raise BenchError(
-            f"Sluice cannot start: {main.relative_to(ROOT)} with create_app() does not exist yet. "
-            "Run `python -m bench.gateway --only baseline` until it does."
-        )
 
 
 async def _ensure_database(database_url: str, reset: bool) -> None:
@@ -367,8 +179,7 @@ def start_sluice(
     status, body = http_get(base + path, headers, timeout=10.0)
     if status != 200:
         raise BenchError(
-            f"Sluice is up but GET {path} answered HTTP {status}: {body[:500]!r}\n"
-            f"--- last lines of its output ({child.log}) ---\n{child.tail()}"
+            f"Sluice is up but GET {path} answered HTTP {status}: {body[:500]!r}\n{child.last_output()}"
         )
     return child, base
 
@@ -488,18 +299,6 @@ def progress(run: Run) -> str:
     if run.upstream is not None and run.target != "baseline":
         line += f", {run.upstream.get('tokens', 0)} token requests"
     return line
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def parse_profiles(text: str) -> list[str]:
@@ -637,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     try:
         with sigterm_as_interrupt():
-            _, upstream_url = start_upstream(children)
+            _, upstream_url = start_fake_server(children, "upstream", "bench.gateway.upstream")
             for rnd in range(1, args.repeat + 1):
                 for target in order:
                     run = Run(rnd, target)
@@ -651,7 +450,12 @@ def main(argv: list[str] | None = None) -> int:
                             child, base = start_baseline(children, upstream_url, args.path, headers)
                         else:
                             env = sluice_env(
-                                upstream_url, admin_key, args.database_url, args.redis_url, PROFILES[target]
+                                upstream_url,
+                                admin_key,
+                                args.database_url,
+                                args.redis_url,
+                                REDIS_KEY_PREFIX,
+                                PROFILES[target],
                             )
                             prep.ensure(env)
                             # Every start fetches exactly one token: none may be cached from before.

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -28,6 +26,8 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from bench.common.processes import die_with_parent
 
 # A hard cap on the requests of one Python-client run, on top of its deadline.
 MAX_REQUESTS = 2_000_000
@@ -65,14 +65,6 @@ class LoadResult:
 
 class LoadError(RuntimeError):
     pass
-
-
-def die_with_parent() -> None:
-    """In a child, before exec: get SIGTERM if the benchmark dies without cleaning up (Linux)."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 # ---------------------------------------------------------------------------------------- wrk

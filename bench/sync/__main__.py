@@ -48,13 +48,12 @@ import platform
 import random
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,14 +75,14 @@ from bench.airlock.__main__ import (
     machine_ticks,
     migrate,
 )
-from bench.gateway.__main__ import (
-    RESULTS_DIR,
-    ROOT,
+from bench.common import RESULTS_DIR, ROOT
+from bench.common.processes import (
     BenchError,
     Child,
     Children,
     free_port,
     server_pid,
+    sigterm_as_sigint,
     uvicorn_cmd,
     wait_ready,
 )
@@ -100,21 +99,6 @@ DB_COUNTERS = ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "t
 
 
 # ------------------------------------------------------------------------------ instances
-
-
-@contextlib.contextmanager
-def sigterm_as_sigint() -> Iterator[None]:
-    """SIGTERM does what Ctrl-C does. Inside asyncio.run that is cancelling the main task (the
-    runner's SIGINT handler), so that every `finally` runs; outside it, KeyboardInterrupt."""
-
-    def handler(signum: int, frame: Any) -> None:
-        signal.raise_signal(signal.SIGINT)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
@@ -213,9 +197,9 @@ class Pair:
     def dead(self) -> str | None:
         for inst in self.both:
             if inst.child is not None and not inst.child.alive():
+                # Named by side (sluice-a), not by start as the child is (sluice-a-2).
                 return (
-                    f"{inst.name} exited with code {inst.child.proc.returncode}.\n"
-                    f"--- last lines of its output ({inst.child.log}) ---\n{inst.child.tail()}"
+                    f"{inst.name} exited with code {inst.child.proc.returncode}.\n{inst.child.last_output()}"
                 )
         return None
 

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bench.gateway.__main__ import BenchError
+from bench.common.processes import BenchError
 
 FEED_PAGE = 500  # the API's largest page (app.orders.service.MAX_PAGE)
 CREATE_TRIES = 3

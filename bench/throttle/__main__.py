@@ -63,17 +63,8 @@ from bench.airlock.__main__ import (
     machine_ticks,
     migrate,
 )
-from bench.gateway.__main__ import (
-    RESULTS_DIR,
-    ROOT,
-    BenchError,
-    Child,
-    Children,
-    free_port,
-    sigterm_as_interrupt,
-    wait_ready,
-)
-from bench.gateway.load import die_with_parent
+from bench.common import RESULTS_DIR, ROOT
+from bench.common.processes import BenchError, Child, Children, sigterm_as_interrupt, start_fake_server
 
 DEFAULT_RATES = "200,1000,5000"
 UNTHROTTLED_ORG = "bench-unthrottled"
@@ -130,30 +121,16 @@ class Worker:
 
 
 def start_worker(children: Children, index: int, env: dict[str, str], concurrency: int) -> Worker:
-    name = f"driver-{index + 1}"
-    log = children.log_dir / f"{len(children.children):02d}-{name}.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench.throttle.driver",
-                "--index",
-                str(index),
-                "--warm-connections",
-                str(concurrency),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
-    child = Child(name, proc, log)
-    children.children.append(child)
-    return Worker(child)
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.throttle.driver",
+        "--index",
+        str(index),
+        "--warm-connections",
+        str(concurrency),
+    ]
+    return Worker(children.start(f"driver-{index + 1}", cmd, env, pipes=True))
 
 
 def ask(
@@ -163,14 +140,6 @@ def ask(
     for worker, cmd in zip(workers, cmds, strict=True):
         worker.send(cmd)
     return [worker.receive(timeout) for worker in workers]
-
-
-def start_upstream(children: Children) -> tuple[Child, str]:
-    port = free_port()
-    child = children.start("upstream", [sys.executable, "-m", "bench.throttle.upstream", "--port", str(port)])
-    base = f"http://127.0.0.1:{port}"
-    wait_ready(child, f"{base}/_bench/health")
-    return child, base
 
 
 def take_arrivals(upstream_url: str) -> list[float]:
@@ -642,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
                 TRACING_ENABLED="false",
             )
             migrate(env, log_dir)
-            upstream, upstream_url = start_upstream(children)
+            upstream, upstream_url = start_fake_server(children, "upstream", "bench.throttle.upstream")
             env["PARTNER_BASE_URL"] = upstream_url
             settings = settings_for(db_url, args.redis_url, prefix, upstream_url)
             margin = float(settings.throttle_safety_margin)

@@ -1,0 +1,12 @@
+"""What the benchmarks share, so that each bench holds only what it measures.
+
+- `processes`: starting, watching and stopping child processes (Sluice, fake servers, load
+  generators), the Sluice environment, SIGTERM handling.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS_DIR = ROOT / "bench" / "results"
