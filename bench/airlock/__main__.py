@@ -32,11 +32,9 @@ import platform
 import re
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -48,13 +46,21 @@ import asyncpg
 import orjson
 
 from bench.common import RESULTS_DIR, ROOT
+from bench.common.database import (
+    add_server_args,
+    asyncpg_dsn,
+    clear_redis_prefix,
+    create_database,
+    database_url,
+    drop_databases,
+    migrate,
+)
 from bench.common.processes import (
     HEALTH_PATH,
     BenchError,
     Child,
     Children,
     check_sluice_present,
-    die_with_parent,
     first_exited,
     free_port,
     server_pid,
@@ -67,8 +73,6 @@ from bench.common.processes import (
 from bench.gateway.load import process_cpu_seconds
 
 TARGET_REPLIES_PER_S = 1000.0
-DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 NOTIFY_CHANNEL = "sluice_airlock"  # app.airlock.service.NOTIFY_CHANNEL (not imported: no app import)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -101,55 +105,6 @@ COLUMNS = (
 
 
 # ------------------------------------------------------------------------------- database
-
-
-def asyncpg_dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
-def database_url(server_url: str, name: str) -> str:
-    parts = urllib.parse.urlsplit(server_url)
-    return urllib.parse.urlunsplit(parts._replace(path="/" + name))
-
-
-def quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-async def create_database(server_url: str, name: str) -> None:
-    conn = await asyncpg.connect(asyncpg_dsn(server_url), timeout=10)
-    try:
-        await conn.execute(f"CREATE DATABASE {quoted(name)}")
-    finally:
-        await conn.close()
-
-
-async def drop_database(server_url: str, name: str) -> None:
-    conn = await asyncpg.connect(asyncpg_dsn(server_url), timeout=10)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {quoted(name)} WITH (FORCE)")
-    finally:
-        await conn.close()
-
-
-def migrate(env: dict[str, str], log_dir: Path) -> None:
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "app", "migrate"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            preexec_fn=die_with_parent,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError("`python -m app migrate` did not finish within 180 s") from exc
-    (log_dir / "migrate.log").write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).rstrip().splitlines()[-30:])
-        raise BenchError(f"`python -m app migrate` failed (exit {proc.returncode}):\n{tail}")
 
 
 async def insert_calls(dsn: str, count: int, reply_url: str, due: datetime) -> float:
@@ -449,19 +404,6 @@ def worker_env(args: argparse.Namespace, upstream_url: str, db_url: str, prefix:
     return sluice_env(upstream_url, admin_key, db_url, args.redis_url, prefix, overrides)
 
 
-def clear_redis_prefix(redis_url: str, prefix: str) -> None:
-    import redis
-
-    with contextlib.suppress(redis.RedisError):
-        client = redis.Redis.from_url(redis_url, socket_timeout=5)
-        try:
-            keys = list(client.scan_iter(match=prefix + "*", count=1000))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
-
-
 def summarize(args: argparse.Namespace, drain: Drain, pids: list[int]) -> dict[str, Any]:
     calls = args.calls
     out: dict[str, Any] = {"calls": calls, "workers": args.workers}
@@ -604,17 +546,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run the workers under cProfile (slower!); profiles go to bench/results/",
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to drain (default 300)")
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL),
-        help="the Postgres server (any database on it; env BENCH_POSTGRES_URL); "
-        "a fresh database is created there and dropped at the end",
-    )
-    parser.add_argument(
-        "--redis-url",
-        default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL),
-        help="env BENCH_REDIS_URL",
-    )
+    add_server_args(parser)
     parser.add_argument("--keep-db", action="store_true", help="do not drop the database at the end")
     parser.add_argument("--check", action="store_true", help="exit 2 when replies/s misses the target")
     args = parser.parse_args(argv)
@@ -737,10 +669,7 @@ def main(argv: list[str] | None = None) -> int:
         children.close()
         clear_redis_prefix(args.redis_url, prefix)
         if created and not args.keep_db:
-            try:
-                asyncio.run(drop_database(args.postgres_url, db_name))
-            except Exception as exc:
-                print(f"could not drop database {db_name}: {exc!r}", file=sys.stderr)
+            drop_databases(args.postgres_url, [db_name])
         elif created:
             print(f"database kept: {db_url}")
 

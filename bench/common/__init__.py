@@ -1,7 +1,8 @@
 """What the benchmarks share, so that each bench holds only what it measures.
 
 - `processes`: starting, watching and stopping child processes (Sluice, fake servers, load
-  generators), the Sluice environment, SIGTERM handling.
+  generators), the Sluice environment, SIGTERM handling;
+- `database`: scratch Postgres databases, migrations and Redis keys.
 """
 
 from __future__ import annotations

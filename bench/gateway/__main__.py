@@ -29,25 +29,31 @@ import platform
 import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from bench.common import RESULTS_DIR, ROOT
+from bench.common.database import (
+    DEFAULT_REDIS_URL,
+    asyncpg_dsn,
+    database_url,
+    delete_redis_keys,
+    quoted,
+    run_to_end,
+)
 from bench.common.processes import (
     BenchError,
     Child,
     Children,
     check_sluice_present,
-    die_with_parent,
     free_port,
     http_get,
     server_pid,
@@ -63,7 +69,6 @@ TARGET_THROUGHPUT_RATIO = 0.60  # Sluice req/s >= 0.6 x baseline
 TARGET_P99_RATIO = 2.00  # Sluice p99 <= 2 x baseline
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/sluice_bench"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 REDIS_KEY_PREFIX = "sluicebench:"
 
 # Sluice profiles: environment overrides on top of `sluice_env()` (which is `full` already).
@@ -99,21 +104,16 @@ def start_baseline(
     return child, base
 
 
-async def _ensure_database(database_url: str, reset: bool) -> None:
-    import asyncpg
-
-    parts = urllib.parse.urlsplit(database_url.replace("+asyncpg", "", 1))
-    name = parts.path.lstrip("/")
+async def _ensure_database(url: str, reset: bool) -> None:
+    name = urllib.parse.urlsplit(url).path.lstrip("/")
     if not name:
-        raise BenchError(f"no database name in {database_url}")
-    admin_dsn = urllib.parse.urlunsplit(parts._replace(path="/postgres"))
-    conn = await asyncpg.connect(admin_dsn, timeout=10)
+        raise BenchError(f"no database name in {url}")
+    conn = await asyncpg.connect(asyncpg_dsn(database_url(url, "postgres")), timeout=10)
     try:
-        quoted = '"' + name.replace('"', '""') + '"'
         if reset:
-            await conn.execute(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
+            await conn.execute(f"DROP DATABASE IF EXISTS {quoted(name)} WITH (FORCE)")
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            await conn.execute(f"CREATE DATABASE {quoted}")
+            await conn.execute(f"CREATE DATABASE {quoted(name)}")
             print(f"created database {name}")
     finally:
         await conn.close()
@@ -135,37 +135,13 @@ def clear_redis(redis_url: str) -> int:
     except ImportError as exc:
         raise BenchError("the `redis` package is needed to clear the benchmark's Redis keys") from exc
     try:
-        client = redis.Redis.from_url(redis_url, socket_timeout=5)
-        try:
-            keys = list(client.scan_iter(match=REDIS_KEY_PREFIX + "*", count=1000))
-            for i in range(0, len(keys), 500):
-                client.delete(*keys[i : i + 500])
-            return len(keys)
-        finally:
-            client.close()
+        return delete_redis_keys(redis_url, REDIS_KEY_PREFIX)
     except redis.RedisError as exc:
         raise BenchError(f"could not reach Redis at {redis_url}: {exc}") from exc
 
 
 def run_migrations(env: dict[str, str], log_dir: Path) -> None:
-    log = log_dir / "alembic.log"
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "alembic", "upgrade", "head"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            preexec_fn=die_with_parent,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError("`alembic upgrade head` did not finish within 180s") from exc
-    log.write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).rstrip().splitlines()[-30:])
-        raise BenchError(f"`alembic upgrade head` failed (exit {proc.returncode}):\n{tail}")
+    run_to_end(["-m", "alembic", "upgrade", "head"], "alembic upgrade head", env, log_dir / "alembic.log")
 
 
 def start_sluice(

@@ -62,20 +62,17 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bench.airlock.__main__ import (
-    DEFAULT_POSTGRES_URL,
-    DEFAULT_REDIS_URL,
+from bench.airlock.__main__ import cpu_by_name, cpu_of, machine_ticks
+from bench.common import RESULTS_DIR, ROOT
+from bench.common.database import (
+    add_server_args,
     asyncpg_dsn,
     clear_redis_prefix,
-    cpu_by_name,
-    cpu_of,
     create_database,
     database_url,
-    drop_database,
-    machine_ticks,
+    drop_databases,
     migrate,
 )
-from bench.common import RESULTS_DIR, ROOT
 from bench.common.processes import (
     BenchError,
     Child,
@@ -1016,8 +1013,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per convergence (default 600)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the order ids and the edited share")
     parser.add_argument("--skip-edits", action="store_true", help="phase 1 only")
-    parser.add_argument("--postgres-url", default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL))
-    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL))
+    add_server_args(parser)
     parser.add_argument(
         "--verbose", action="store_true", help="print the database backends' states each second"
     )
@@ -1127,14 +1123,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         children.close()
         clear_redis_prefix(args.redis_url, prefix)
-        for name in created:
-            if args.keep_db:
+        if args.keep_db:
+            for name in created:
                 print(f"database kept: {database_url(args.postgres_url, name)}")
-                continue
-            try:
-                asyncio.run(drop_database(args.postgres_url, name))
-            except Exception as exc:
-                print(f"could not drop database {name}: {exc!r}", file=sys.stderr)
+        else:
+            drop_databases(args.postgres_url, created)
     if interrupted:
         return 130
     problems = log_problems(children)

@@ -51,19 +51,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.airlock.__main__ import (
-    DEFAULT_POSTGRES_URL,
-    DEFAULT_REDIS_URL,
+from bench.airlock.__main__ import cpu_by_name, cpu_of, machine_ticks
+from bench.common import RESULTS_DIR, ROOT
+from bench.common.database import (
+    add_server_args,
     clear_redis_prefix,
-    cpu_by_name,
-    cpu_of,
     create_database,
     database_url,
-    drop_database,
-    machine_ticks,
+    drop_databases,
     migrate,
 )
-from bench.common import RESULTS_DIR, ROOT
 from bench.common.processes import BenchError, Child, Children, sigterm_as_interrupt, start_fake_server
 
 DEFAULT_RATES = "200,1000,5000"
@@ -553,8 +550,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-paced", action="store_true", help="skip the paced phases (no limiter cost figure)"
     )
-    parser.add_argument("--postgres-url", default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL))
-    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL))
+    add_server_args(parser)
     parser.add_argument("--keep-db", action="store_true", help="do not drop the scratch database")
     parser.add_argument("--check", action="store_true", help="exit 2 when a target is missed")
     args = parser.parse_args(argv)
@@ -668,10 +664,7 @@ def main(argv: list[str] | None = None) -> int:
                 w.child.proc.wait(timeout=5)
         children.close()
         if created and not args.keep_db:
-            try:
-                asyncio.run(drop_database(args.postgres_url, db_name))
-            except Exception as exc:
-                print(f"could not drop database {db_name}: {exc!r}", file=sys.stderr)
+            drop_databases(args.postgres_url, [db_name])
         clear_redis_prefix(args.redis_url, prefix)
     if interrupted:
         return 130
