@@ -46,6 +46,7 @@ import asyncpg
 import orjson
 
 from bench.common import RESULTS_DIR, ROOT
+from bench.common.cpu import cpu_by_name, cpu_of, machine_ticks
 from bench.common.database import (
     add_server_args,
     asyncpg_dsn,
@@ -70,11 +71,9 @@ from bench.common.processes import (
     uvicorn_cmd,
     wait_ready,
 )
-from bench.gateway.load import process_cpu_seconds
 
 TARGET_REPLIES_PER_S = 1000.0
 NOTIFY_CHANNEL = "sluice_airlock"  # app.airlock.service.NOTIFY_CHANNEL (not imported: no app import)
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 REQUEST_HEADERS = {"content-type": "application/json", "x-client-id": "bench", "x-language-id": "en"}
 COLUMNS = (
@@ -185,43 +184,6 @@ async def call_details(conn: asyncpg.Connection) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------- CPU time
-
-
-def cpu_of(pid: int) -> float | None:
-    try:
-        return process_cpu_seconds(pid)
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def cpu_by_name(name: str) -> float:
-    """utime + stime of every process whose command is `name`, plus the time of children they
-    reaped (cutime + cstime: Postgres backends that exited)."""
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if stat[stat.find("(") + 1 : stat.rfind(")")] != name:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        total += sum(int(fields[i]) for i in (11, 12, 13, 14))  # fields 14-17 of the line
-    return total / CLK_TCK
-
-
-def machine_ticks() -> tuple[int, int, int]:
-    """(busy, total, steal) clock ticks of every CPU since boot, from /proc/stat.
-
-    Steal (a virtual machine's CPU taken by the host) counts as busy: the machine could not use it.
-    """
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    values += [0] * (8 - len(values))
-    idle = values[3] + values[4]  # idle + iowait
-    total = sum(values[:8])  # guest time is already counted in user
-    return total - idle, total, values[7]
 
 
 @dataclass

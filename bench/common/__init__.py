@@ -2,7 +2,8 @@
 
 - `processes`: starting, watching and stopping child processes (Sluice, fake servers, load
   generators), the Sluice environment, SIGTERM handling;
-- `database`: scratch Postgres databases, migrations and Redis keys.
+- `database`: scratch Postgres databases, migrations and Redis keys;
+- `cpu`: CPU time of processes and of the machine, from /proc.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bench.common.cpu import cpu_of
 from bench.common.processes import die_with_parent
 
 # A hard cap on the requests of one Python-client run, on top of its deadline.
@@ -189,16 +190,6 @@ def _run_wrk(
     )
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), from /proc/<pid>/stat (Linux).
-
-    Fields 14 and 15 of that line, in clock ticks; the command name (field 2) may hold spaces and
-    parentheses, so the fields are counted from the last ")" (after it comes field 3).
-    """
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[14 - 3]) + int(fields[15 - 3])) / os.sysconf("SC_CLK_TCK")
-
-
 def run_wrk(
     url: str,
     headers: dict[str, str],
@@ -215,24 +206,15 @@ def run_wrk(
         if warmup > 0:
             _run_wrk(url, headers, connections, warmup, script, label)
         # Read just before and just after the measured run (the warm-up is not counted).
-        cpu_before = _cpu_or_none(server_pid)
+        cpu_before = cpu_of(server_pid)
         result = _run_wrk(url, headers, connections, duration, script, label)
-        cpu_after = _cpu_or_none(server_pid)
+        cpu_after = cpu_of(server_pid)
         if cpu_before is not None and cpu_after is not None:
             result.server_pid = server_pid
             result.server_cpu_s = round(cpu_after - cpu_before, 3)
             if result.requests:
                 result.cpu_us_per_req = (cpu_after - cpu_before) / result.requests * 1e6
         return result
-
-
-def _cpu_or_none(pid: int | None) -> float | None:
-    if not pid:
-        return None
-    try:
-        return process_cpu_seconds(pid)
-    except (OSError, IndexError, ValueError):  # gone, or not Linux
-        return None
 
 
 # ------------------------------------------------------------------------------ Python client

@@ -62,8 +62,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bench.airlock.__main__ import cpu_by_name, cpu_of, machine_ticks
 from bench.common import RESULTS_DIR, ROOT
+from bench.common.cpu import cpu_by_name, cpu_of, machine_ticks
 from bench.common.database import (
     add_server_args,
     asyncpg_dsn,
@@ -218,8 +218,8 @@ class Cpu:
     def take(cls, pair: Pair) -> Cpu:
         return cls(
             at=time.perf_counter(),
-            a=cpu_of(pair.a.pid) if pair.a.pid else None,
-            b=cpu_of(pair.b.pid) if pair.b.pid else None,
+            a=cpu_of(pair.a.pid),
+            b=cpu_of(pair.b.pid),
             postgres=cpu_by_name("postgres"),
             redis=cpu_by_name("redis-server"),
             bench=cpu_of(os.getpid()),

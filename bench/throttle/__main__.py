@@ -51,8 +51,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.airlock.__main__ import cpu_by_name, cpu_of, machine_ticks
 from bench.common import RESULTS_DIR, ROOT
+from bench.common.cpu import cpu_by_name, cpu_of, machine_ticks
 from bench.common.database import (
     add_server_args,
     clear_redis_prefix,
