@@ -13,14 +13,14 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections import Counter
+from typing import Any
 
 import orjson
 from aiohttp import web
 
-from bench.airlock.serve import run_app
+from bench.common.serving import add_bench_routes, fake_server_main
 
 
 def make_app() -> web.Application:
@@ -50,37 +50,21 @@ def make_app() -> web.Application:
         statuses[str(status)] += 1
         return web.Response(status=200)
 
-    async def stats(request: web.Request) -> web.Response:
+    def stats() -> dict[str, Any]:
         with_id = counts["total"] - counts["missing_id"]
-        return web.json_response(
-            {
-                **counts,
-                "distinct": len(ids),
-                "duplicates": with_id - len(ids),
-                **times,
-                "statuses": dict(statuses),
-            }
-        )
-
-    async def health(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
+        return {
+            **counts,
+            "distinct": len(ids),
+            "duplicates": with_id - len(ids),
+            **times,
+            "statuses": dict(statuses),
+        }
 
     app = web.Application(client_max_size=16 * 1024 * 1024)
-    app.router.add_get("/_bench/stats", stats)
-    app.router.add_get("/_bench/health", health)
+    add_bench_routes(app, stats)
     app.router.add_post("/{tail:.*}", reply)
     return app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    run_app(make_app(), args.host, args.port)
-
-
 if __name__ == "__main__":
-    main()
+    fake_server_main(make_app, __doc__)

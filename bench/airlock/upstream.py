@@ -12,7 +12,6 @@ On top of `bench.gateway.upstream` (`POST /oauth/token`, `GET /v2/product-list`,
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import time
@@ -20,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from bench.airlock.serve import run_app
+from bench.common.serving import fake_server_main
 from bench.gateway.upstream import JSON
 from bench.gateway.upstream import make_app as gateway_app
 
@@ -85,15 +84,5 @@ def make_app() -> web.Application:
     return app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    run_app(make_app(), args.host, args.port)
-
-
 if __name__ == "__main__":
-    main()
+    fake_server_main(make_app, __doc__)

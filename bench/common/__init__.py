@@ -3,7 +3,8 @@
 - `processes`: starting, watching and stopping child processes (Sluice, fake servers, load
   generators), the Sluice environment, SIGTERM handling;
 - `database`: scratch Postgres databases, migrations and Redis keys;
-- `cpu`: CPU time of processes and of the machine, from /proc.
+- `cpu`: CPU time of processes and of the machine, from /proc;
+- `serving`: the child side: running an event loop, and the fake aiohttp servers' `main()`.
 """
 
 from __future__ import annotations

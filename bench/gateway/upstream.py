@@ -13,14 +13,12 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
 import json
 import secrets
-import signal
 
 from aiohttp import web
+
+from bench.common.serving import add_bench_routes, fake_server_main
 
 PRODUCTS = [
     {
@@ -48,6 +46,13 @@ PRODUCT_LIST = json.dumps(
 JSON = "application/json"
 
 
+def issue_token() -> tuple[str, web.Response]:
+    """A fresh random bearer token valid 3600 s, and the partner's answer that carries it."""
+    value = secrets.token_urlsafe(24)
+    body = json.dumps({"access_token": value, "token_type": "Bearer", "expires_in": 3600})
+    return value, web.Response(body=body.encode(), content_type=JSON)
+
+
 class Counters:
     def __init__(self) -> None:
         self.tokens = 0
@@ -68,11 +73,10 @@ def make_app() -> web.Application:
 
     async def token(request: web.Request) -> web.Response:
         await request.read()  # form body: grant_type=client_credentials; credentials not checked
-        value = secrets.token_urlsafe(24)
+        value, response = issue_token()
         counters.issued.add(value)
         counters.tokens += 1
-        body = json.dumps({"access_token": value, "token_type": "Bearer", "expires_in": 3600})
-        return web.Response(body=body.encode(), content_type=JSON)
+        return response
 
     async def product_list(request: web.Request) -> web.Response:
         counters.product_requests += 1
@@ -81,51 +85,12 @@ def make_app() -> web.Application:
             counters.unauthenticated += 1
         return web.Response(body=PRODUCT_LIST, content_type=JSON)
 
-    async def stats(request: web.Request) -> web.Response:
-        return web.json_response(counters.as_dict())
-
-    async def health(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
     app = web.Application()
     app.router.add_post("/oauth/token", token)
     app.router.add_get("/v2/product-list", product_list)
-    app.router.add_get("/_bench/stats", stats)
-    app.router.add_get("/_bench/health", health)
+    add_bench_routes(app, counters.as_dict)
     return app
 
 
-async def serve(host: str, port: int) -> None:
-    runner = web.AppRunner(make_app(), access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024)
-    await site.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    try:
-        import uvloop
-    except ImportError:
-        run = asyncio.run
-    else:
-        run = uvloop.run
-    with contextlib.suppress(KeyboardInterrupt):
-        run(serve(args.host, args.port))
-
-
 if __name__ == "__main__":
-    main()
+    fake_server_main(make_app, __doc__)

@@ -47,6 +47,8 @@ from array import array
 from collections.abc import Awaitable, Callable
 from typing import IO, Any
 
+from bench.common.serving import run_event_loop
+
 PATH = "/v2/product-list"
 MICRO_ORG = "bench-micro"
 OUTCOME_METRIC = "sluice_throttle_calls"  # prometheus_client drops the counter's "_total"
@@ -445,14 +447,7 @@ def main() -> None:
     # The protocol keeps the original stdout; everything else printed goes to stderr.
     out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
-    try:
-        import uvloop
-    except ImportError:
-        run: Callable[[Any], Any] = asyncio.run
-    else:
-        run = uvloop.run
-    with contextlib.suppress(KeyboardInterrupt):
-        run(amain(args.index, out, args.warm_connections))
+    run_event_loop(amain(args.index, out, args.warm_connections))
 
 
 if __name__ == "__main__":

@@ -17,17 +17,14 @@ give or take the parsing (~20 µs here), which only adds jitter, never bunches c
 
 from __future__ import annotations
 
-import argparse
-import json
-import secrets
 import sys
 import time
 from array import array
 
 from aiohttp import web
 
-from bench.airlock.serve import run_app
-from bench.gateway.upstream import JSON, PRODUCT_LIST
+from bench.common.serving import add_bench_routes, fake_server_main
+from bench.gateway.upstream import JSON, PRODUCT_LIST, issue_token
 
 
 def make_app() -> web.Application:
@@ -38,10 +35,8 @@ def make_app() -> web.Application:
     async def token(request: web.Request) -> web.Response:
         await request.read()
         counts["tokens"] += 1
-        body = json.dumps(
-            {"access_token": secrets.token_urlsafe(24), "token_type": "Bearer", "expires_in": 3600}
-        )
-        return web.Response(body=body.encode(), content_type=JSON)
+        _, response = issue_token()
+        return response
 
     async def product_list(request: web.Request) -> web.Response:
         arrivals.append(now())
@@ -55,30 +50,13 @@ def make_app() -> web.Application:
         del arrivals[:]
         return web.Response(body=body, content_type="application/octet-stream")
 
-    async def stats(request: web.Request) -> web.Response:
-        return web.json_response(counts)
-
-    async def health(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
     app = web.Application()
     app.router.add_post("/oauth/token", token)
     app.router.add_get("/v2/product-list", product_list)
     app.router.add_post("/_bench/arrivals", take)
-    app.router.add_get("/_bench/stats", stats)
-    app.router.add_get("/_bench/health", health)
+    add_bench_routes(app, lambda: counts)
     return app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    run_app(make_app(), args.host, args.port)
-
-
 if __name__ == "__main__":
-    main()
+    fake_server_main(make_app, __doc__)
