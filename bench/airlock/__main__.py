@@ -25,10 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import os
-import platform
 import re
 import secrets
 import shutil
@@ -71,6 +68,7 @@ from bench.common.processes import (
     uvicorn_cmd,
     wait_ready,
 )
+from bench.common.results import line_buffered_stdout, machine_info, machine_line, utc_stamp, write_results
 
 TARGET_REPLIES_PER_S = 1000.0
 NOTIFY_CHANNEL = "sluice_airlock"  # app.airlock.service.NOTIFY_CHANNEL (not imported: no app import)
@@ -531,9 +529,8 @@ def print_profile(path: Path, lines: int = 30) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    with contextlib.suppress(AttributeError, ValueError):
-        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    line_buffered_stdout()
+    stamp = utc_stamp()
     run_id = secrets.token_hex(4)
     db_name = f"sluice_bench_airlock_{run_id}"
     db_url = database_url(args.postgres_url, db_name)
@@ -546,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         + (", gated start" if args.gate else "")
         + (", under cProfile" if args.cprofile else "")
     )
-    print(f"machine: {os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in loadavg_start)}")
+    print(machine_line(loadavg_start))
 
     log_dir = Path(tempfile.mkdtemp(prefix="bench-airlock-"))
     children = Children(log_dir)
@@ -660,21 +657,12 @@ def main(argv: list[str] | None = None) -> int:
         },
         "measured_from": "release" if args.gate else "first_reply",
         "target_replies_per_s": TARGET_REPLIES_PER_S,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "loadavg_start": loadavg_start,
-            "loadavg_end": os.getloadavg(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine_info(loadavg_start),
         "summary": summary,
         "details": details,
         "problems": problems,
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"airlock-{stamp}.json"
-    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"results: {out.relative_to(ROOT)}")
+    write_results("airlock", stamp, report)
     for path in profiles[:1]:
         print_profile(path)
     if problems:

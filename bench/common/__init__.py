@@ -4,7 +4,8 @@
   generators), the Sluice environment, SIGTERM handling;
 - `database`: scratch Postgres databases, migrations and Redis keys;
 - `cpu`: CPU time of processes and of the machine, from /proc;
-- `serving`: the child side: running an event loop, and the fake aiohttp servers' `main()`.
+- `serving`: the child side: running an event loop, and the fake aiohttp servers' `main()`;
+- `results`: the results JSON and the run's context (machine, code).
 """
 
 from __future__ import annotations

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import platform
 import secrets
 import shutil
 import statistics
@@ -34,13 +32,11 @@ import tempfile
 import time
 import urllib.parse
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from bench.common import RESULTS_DIR, ROOT
 from bench.common.database import (
     DEFAULT_REDIS_URL,
     asyncpg_dsn,
@@ -63,6 +59,7 @@ from bench.common.processes import (
     uvicorn_cmd,
     wait_ready,
 )
+from bench.common.results import line_buffered_stdout, machine_info, machine_line, utc_stamp, write_results
 from bench.gateway.load import LoadError, LoadResult, run_load, try_install_wrk, wrk_version
 
 TARGET_THROUGHPUT_RATIO = 0.60  # Sluice req/s >= 0.6 x baseline
@@ -371,8 +368,7 @@ class SluicePrep:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    with contextlib.suppress(AttributeError, ValueError):
-        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    line_buffered_stdout()
     profiles: list[str] = [] if args.only == "baseline" else args.profiles
     order = ([] if args.only == "sluice" else ["baseline"]) + profiles
 
@@ -391,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
 
     admin_key = "bench-" + secrets.token_urlsafe(24)
     headers = {"X-API-Key": admin_key, "X-Client-ID": "bench", "X-Language-ID": "en"}
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = utc_stamp()
     loadavg_start = os.getloadavg()
     runs: list[Run] = []
     setup_failure: str | None = None
@@ -400,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         f"generator: {gen_label}, {args.connections} connections, {args.duration} s "
         f"(+{args.warmup} s warm-up) on GET {args.path}"
     )
-    print(f"machine: {os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in loadavg_start)}")
+    print(machine_line(loadavg_start))
     print(
         f"order: {', '.join(label_of(t) for t in order)}"
         + (f"; {args.repeat} rounds, interleaved" if args.repeat > 1 else "")
@@ -566,14 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": args.repeat,
         "order": order,
         "profiles": {p: PROFILES[p] for p in profiles},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "loadavg_start": loadavg_start,
-            "loadavg_end": os.getloadavg(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "clk_tck": os.sysconf("SC_CLK_TCK"),
-        },
+        "machine": machine_info(loadavg_start, clk_tck=os.sysconf("SC_CLK_TCK")),
         # Medians over the rounds (errors and requests summed), keyed "baseline" or the profile.
         "summary": summary,
         # Against the baseline, from the medians: throughput and p99 Sluice/baseline, cpu baseline/Sluice.
@@ -591,10 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         | ({"upstream": setup_failure} if setup_failure else {}),
         "flagged": flagged,
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"gateway-{stamp}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"results: {out.relative_to(ROOT)}")
+    write_results("gateway", stamp, report)
     any_failure = bool(failures or setup_failure)
     if any_failure:
         print(f"logs: {log_dir}")

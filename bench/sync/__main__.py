@@ -41,28 +41,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import platform
 import random
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 
-from bench.common import RESULTS_DIR, ROOT
 from bench.common.cpu import cpu_by_name, cpu_of, machine_ticks
 from bench.common.database import (
     add_server_args,
@@ -82,6 +77,14 @@ from bench.common.processes import (
     sigterm_as_sigint,
     uvicorn_cmd,
     wait_ready,
+)
+from bench.common.results import (
+    git_state,
+    line_buffered_stdout,
+    machine_info,
+    machine_line,
+    utc_stamp,
+    write_results,
 )
 from bench.sync.api import Api, Comparison, compare, edit_body, order_bodies
 
@@ -919,24 +922,6 @@ def log_problems(children: Children) -> dict[str, Any]:
     return out
 
 
-def code_fingerprint() -> dict[str, Any]:
-    info: dict[str, Any] = {}
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
-        )
-        info["head"] = head.stdout.strip() or None
-        changed = subprocess.run(
-            ["git", "status", "--porcelain", "--", "app/orders"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        info["changed_since_head"] = [line[3:] for line in changed.stdout.splitlines()]
-    return info
-
-
 def judge(p1: dict[str, Any], p2: dict[str, Any] | None) -> tuple[list[tuple[str, str, bool]], bool]:
     """(name, figure, passed) per target, and whether the copies ended equal."""
     final: Comparison = (
@@ -1064,10 +1049,9 @@ async def run_phases(pair: Pair, args: argparse.Namespace) -> tuple[dict[str, An
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    with contextlib.suppress(AttributeError, ValueError):
-        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    line_buffered_stdout()
     run_id = secrets.token_hex(4)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = utc_stamp()
     prefix = f"sluicebench-sync-{run_id}:"
     api_key = "bench-" + secrets.token_urlsafe(24)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-sync-"))
@@ -1077,7 +1061,7 @@ def main(argv: list[str] | None = None) -> int:
     batch = args.batch or defaults["sync_batch_size"]
     concurrency = args.concurrency or defaults["sync_push_concurrency"]
     loadavg = os.getloadavg()
-    code = code_fingerprint()
+    code = git_state("app/orders")
     began = time.monotonic()
     print(
         f"code: HEAD {code.get('head')}"
@@ -1088,8 +1072,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     print(
-        f"machine: {os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in loadavg)}; "
-        f"{args.orders} orders, edit share {args.edit_share:g}, SYNC_BATCH_SIZE {batch}, "
+        machine_line(loadavg)
+        + f"; {args.orders} orders, edit share {args.edit_share:g}, SYNC_BATCH_SIZE {batch}, "
         f"SYNC_PUSH_CONCURRENCY {concurrency}, phase 1 "
         + (
             "--gate (rounds back to back after creation)"
@@ -1192,13 +1176,7 @@ def main(argv: list[str] | None = None) -> int:
             "sync_interval_phase1": ON_DEMAND if args.gate else args.interval,
             "database_pool_size": defaults["database_pool_size"],
         },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "loadavg_start": loadavg,
-            "loadavg_end": os.getloadavg(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine_info(loadavg),
         "code": code,
         "phase1": public(p1),
         "phase2": public(p2),
@@ -1207,10 +1185,7 @@ def main(argv: list[str] | None = None) -> int:
         "logged": problems,
         "failure": failure,
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"sync-{stamp}.json"
-    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"results: {out.relative_to(ROOT)}")
+    write_results("sync", stamp, report)
     if failure or not equal or args.keep_logs:
         print(f"logs: {log_dir}")
     if failure or not equal:

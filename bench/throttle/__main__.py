@@ -36,22 +36,19 @@ import contextlib
 import hashlib
 import json
 import os
-import platform
 import secrets
 import select
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from array import array
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS_DIR, ROOT
+from bench.common import ROOT
 from bench.common.cpu import cpu_by_name, cpu_of, machine_ticks
 from bench.common.database import (
     add_server_args,
@@ -62,6 +59,14 @@ from bench.common.database import (
     migrate,
 )
 from bench.common.processes import BenchError, Child, Children, sigterm_as_interrupt, start_fake_server
+from bench.common.results import (
+    git_state,
+    line_buffered_stdout,
+    machine_info,
+    machine_line,
+    utc_stamp,
+    write_results,
+)
 
 DEFAULT_RATES = "200,1000,5000"
 UNTHROTTLED_ORG = "bench-unthrottled"
@@ -449,23 +454,10 @@ def judge(phases: list[Phase], unthrottled: Phase | None) -> tuple[list[str], bo
 def code_fingerprint() -> dict[str, Any]:
     """Which limiter was measured: HEAD, whether app/throttling differs from it, limiter.py's hash."""
     limiter = ROOT / "app" / "throttling" / "limiter.py"
-    info: dict[str, Any] = {
-        "limiter_sha256": hashlib.sha256(limiter.read_bytes()).hexdigest()[:12] if limiter.exists() else None
+    return {
+        "limiter_sha256": hashlib.sha256(limiter.read_bytes()).hexdigest()[:12] if limiter.exists() else None,
+        **git_state("app/throttling", "app/upstream", "app/redis.py"),
     }
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
-        )
-        info["head"] = head.stdout.strip() or None
-        changed = subprocess.run(
-            ["git", "status", "--porcelain", "--", "app/throttling", "app/upstream", "app/redis.py"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        info["changed_since_head"] = [line[3:] for line in changed.stdout.splitlines()]
-    return info
 
 
 def cost_lines(phases: list[Phase], micro: dict[str, Any] | None) -> list[str]:
@@ -561,10 +553,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    with contextlib.suppress(AttributeError, ValueError):
-        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    line_buffered_stdout()
     run_id = secrets.token_hex(4)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = utc_stamp()
     db_name = f"sluice_bench_throttle_{run_id}"
     db_url = database_url(args.postgres_url, db_name)
     prefix = f"sluicebench-throttle-{run_id}:"
@@ -589,8 +580,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     print(
-        f"machine: {os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in loadavg)}; "
-        f"{args.workers} load processes x {args.concurrency} tasks; rates {', '.join(map(str, args.rates))}/s, "
+        machine_line(loadavg)
+        + f"; {args.workers} load processes x {args.concurrency} tasks; rates {', '.join(map(str, args.rates))}/s, "
         f"{args.duration:g} s each"
     )
     try:
@@ -726,13 +717,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "throttle",
         "timestamp": stamp,
         "args": {k: v for k, v in vars(args).items() if k not in ("postgres_url", "redis_url")},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "loadavg_start": loadavg,
-            "loadavg_end": os.getloadavg(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine_info(loadavg),
         "code": code,
         "micro": micro,
         "phases": [
@@ -752,10 +737,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets_met": all_ok if judged else None,
         "failure": failure,
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"throttle-{stamp}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"results: {out.relative_to(ROOT)}")
+    write_results("throttle", stamp, report)
     if failure:
         print(f"logs: {log_dir}")
         return 1
