@@ -7,6 +7,7 @@ more than the CPU a process spends per request.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -32,10 +33,9 @@ def cpu_of(pid: int | None) -> float | None:
         return None
 
 
-def cpu_by_name(name: str) -> float:
-    """utime + stime of every process whose command is `name`, plus the time of children they
-    reaped (cutime + cstime: Postgres backends that exited)."""
-    total = 0
+def process_stats() -> Iterator[tuple[int, str]]:
+    """(pid, /proc/<pid>/stat line) of every process (Linux; none elsewhere), skipping those that
+    exit while they are read."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -43,6 +43,14 @@ def cpu_by_name(name: str) -> float:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
+        yield int(entry.name), stat
+
+
+def cpu_by_name(name: str) -> float:
+    """utime + stime of every process whose command is `name`, plus the time of children they
+    reaped (cutime + cstime: Postgres backends that exited)."""
+    total = 0
+    for _, stat in process_stats():
         if stat[stat.find("(") + 1 : stat.rfind(")")] != name:
             continue
         fields = stat.rsplit(")", 1)[1].split()

@@ -52,20 +52,21 @@ def quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-async def create_database(server_url: str, name: str) -> None:
+async def _execute(server_url: str, statement: str) -> None:
+    """One statement on a connection of its own (CREATE/DROP DATABASE run outside a transaction)."""
     conn = await asyncpg.connect(asyncpg_dsn(server_url), timeout=10)
     try:
-        await conn.execute(f"CREATE DATABASE {quoted(name)}")
+        await conn.execute(statement)
     finally:
         await conn.close()
+
+
+async def create_database(server_url: str, name: str) -> None:
+    await _execute(server_url, f"CREATE DATABASE {quoted(name)}")
 
 
 async def drop_database(server_url: str, name: str) -> None:
-    conn = await asyncpg.connect(asyncpg_dsn(server_url), timeout=10)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {quoted(name)} WITH (FORCE)")
-    finally:
-        await conn.close()
+    await _execute(server_url, f"DROP DATABASE IF EXISTS {quoted(name)} WITH (FORCE)")
 
 
 def drop_databases(server_url: str, names: list[str]) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT
+from bench.common.cpu import process_stats
 
 READY_TIMEOUT = 30.0
 HEALTH_PATH = "/_bench/health"  # served by every fake server (bench.common.serving)
@@ -187,17 +188,7 @@ def _cmdline(pid: int) -> str:
 
 def child_pids(pid: int) -> list[int]:
     """Direct children of `pid`, from /proc (Linux; empty elsewhere)."""
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            kids.append(int(entry.name))
-    return kids
+    return [kid for kid, stat in process_stats() if int(stat.rsplit(")", 1)[1].split()[1]) == pid]
 
 
 def server_pid(child: Child) -> int:
