@@ -50,6 +50,10 @@ SYNC_STATUS_TEMPLATE = """\
         <tr><th>{{ key }}</th><td id="sync-{{ key }}">{{ status[key] if status[key] is not none else "" }}</td></tr>
         {% endfor %}
       </table>
+      <h4>Lag</h4>
+      <table class="table table-sm" id="sync-lag">
+        {% for key, value in status.lag.items() %}<tr><th>{{ key }}</th><td id="sync-lag-{{ key }}">{{ value if value is not none else "" }}</td></tr>{% endfor %}
+      </table>
       <h4>Orders per sync state</h4>
       <table class="table table-sm" id="sync-counts">
         {% for name, count in status.counts.items() %}<tr><th>{{ name }}</th><td>{{ count }}</td></tr>{% endfor %}

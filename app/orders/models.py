@@ -97,3 +97,5 @@ class SyncPeer(Base):
     last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     pulled: Mapped[int] = mapped_column(BigInteger, default=0)
     pushed: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The peer's feed head as its last page said: head - cursor is how far the pull is behind.
+    peer_head: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

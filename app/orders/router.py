@@ -61,8 +61,8 @@ async def list_orders(
     ] = None,
 ) -> OrderPage:
     if since is not None:
-        rows, next_since = await service.changes(session, since=since, limit=service.page_limit(limit))
-        return OrderPage(items=[OrderOut.of(o) for o in rows], next_since=next_since)
+        rows, next_since, head = await service.changes(session, since=since, limit=service.page_limit(limit))
+        return OrderPage(items=[OrderOut.of(o) for o in rows], next_since=next_since, head=head)
     rows, next_cursor = await service.list_orders(
         session,
         status=[s.value for s in status] if status else None,

@@ -132,6 +132,8 @@ class OrderPage(BaseModel):
     # List mode: the cursor of the next page. Change feed (`since`): the cursor to read from next.
     next_cursor: str | None = None
     next_since: int | None = None
+    # Change feed: the feed's last position (next_since == head: nothing more to read now).
+    head: int | None = None
 
 
 class Replica(BaseModel):

@@ -265,10 +265,10 @@ async def list_orders(
     return rows, (_encode_cursor(rows[-1]) if more and rows else None)
 
 
-async def changes(session: AsyncSession, *, since: int, limit: int) -> tuple[list[Order], int]:
+async def changes(session: AsyncSession, *, since: int, limit: int) -> tuple[list[Order], int, int]:
     """Orders changed after position `since` of the feed (tombstones included), in feed order;
-    and the position to read from next. Changes committed since the last read get their
-    positions first."""
+    the position to read from next; and the feed's head (its last position). Changes
+    committed since the last read get their positions first."""
     await sequence_changes(session)
     rows = list(
         (
@@ -277,7 +277,8 @@ async def changes(session: AsyncSession, *, since: int, limit: int) -> tuple[lis
             )
         ).all()
     )
-    return rows, (rows[-1].change_seq or since) if rows else since
+    head = (await session.scalar(select(func.max(Order.change_seq)))) or 0
+    return rows, (rows[-1].change_seq or since) if rows else since, max(head, since)
 
 
 def page_limit(limit: int | None) -> int:

@@ -387,7 +387,7 @@ class OrderSync:
     async def _peer_row(self, session: AsyncSession) -> SyncPeer:
         row = await session.get(SyncPeer, self.peer)
         if row is None:
-            row = SyncPeer(peer_url=self.peer, cursor=0, pulled=0, pushed=0)
+            row = SyncPeer(peer_url=self.peer, cursor=0, pulled=0, pushed=0, peer_head=0)
             session.add(row)
             await session.flush()
         return row
@@ -416,6 +416,7 @@ class OrderSync:
         page = orjson.loads(response.content)
         items: list[dict[str, Any]] = page["items"]
         next_since = int(page["next_since"])
+        head = int(page.get("head") or next_since)
         by_id = {uuid.UUID(item["id"]): item for item in items}  # a page holds an order once
 
         async def apply(locals_: dict[uuid.UUID, Order]) -> None:
@@ -423,6 +424,7 @@ class OrderSync:
                 self._apply_pulled(session, locals_, order_id, item)
             row = await self._peer_row(session)
             row.cursor = max(row.cursor, next_since)
+            row.peer_head = max(row.peer_head or 0, head)
             row.pulled += len(items)
 
         async with self.sessionmaker() as session:
@@ -623,6 +625,11 @@ class OrderSync:
                 ).all()
             )
             pending = sum(counts.get(s.value, 0) for s in RETRIED)
+            oldest_pending = await session.scalar(
+                select(func.min(Order.updated_at)).where(Order.sync_state.in_([s.value for s in RETRIED]))
+            )
+        now = utcnow()
+        last_success = row.last_success_at if row else None
         return {
             "instance": self.me,
             "peer_url": self.peer or None,
@@ -636,4 +643,16 @@ class OrderSync:
             "pulled_total": row.pulled if row else 0,
             "pushed_total": row.pushed if row else 0,
             "counts": {s.name: counts.get(s.value, 0) for s in SyncState},
+            "lag": {
+                # Positions of the peer's feed not read yet, as of the last page read.
+                "pull_behind": max((row.peer_head or 0) - row.cursor, 0) if row else 0,
+                "push_pending": pending,
+                # How long the oldest local change the peer has not acknowledged has waited.
+                "oldest_pending_seconds": round((now - oldest_pending).total_seconds(), 3)
+                if oldest_pending
+                else 0.0,
+                "seconds_since_success": round((now - last_success).total_seconds(), 3)
+                if last_success
+                else None,
+            },
         }

@@ -235,6 +235,29 @@ async def test_outage_and_a_push_interrupted_mid_batch_lose_nothing(pair: tuple[
         assert states <= {"ST_OK", "ST_DEL_SYNCED", "ST_COLLISION"}, states
 
 
+async def test_status_shows_the_lag_both_ways(pair: tuple[Instance, Instance]) -> None:
+    a, b = pair
+    async with httpx.AsyncClient(timeout=60) as http:
+        await sync_round(http, a)
+        await sync_round(http, b)
+        made = [await create(http, a, notes=f"lag {i}") for i in range(3)]
+        await asyncio.sleep(0.2)
+        lag = (await http.get(f"{a.url}/v1/sync/status", headers=HEADERS)).json()["lag"]
+        assert lag["push_pending"] == 3 and lag["oldest_pending_seconds"] >= 0.2
+        # B reads one page of A's feed (a page holds one order here): the rest is behind.
+        page = (await http.get(f"{a.url}/v1/orders", params={"since": 0, "limit": 1}, headers=HEADERS)).json()
+        assert page["head"] > page["next_since"]
+        await sync_round(http, a)
+        lag = (await http.get(f"{a.url}/v1/sync/status", headers=HEADERS)).json()["lag"]
+        assert lag["push_pending"] == 0 and lag["oldest_pending_seconds"] == 0
+        assert 0 <= lag["seconds_since_success"] < 30
+        await sync_round(http, b)
+        status = (await http.get(f"{b.url}/v1/sync/status", headers=HEADERS)).json()
+        assert status["lag"]["pull_behind"] == 0 and status["cursor"] > 0
+        for order in made:
+            assert (await read(http, b, order["id"]))["notes"] == order["notes"]
+
+
 async def test_orders_the_peer_refuses_do_not_hold_the_others_back(pair: tuple[Instance, Instance]) -> None:
     """More orders than a push step carries are refused by the peer (as after a version skew:
     stored here, not valid there): the good ones made after them still go, within rounds."""
