@@ -171,11 +171,11 @@ def start_fake_server(children: Children, name: str, module: str, *, wait: bool 
 # ----------------------------------------------------------------------------------- Sluice
 
 
-def uvicorn_cmd(app: str, port: int, *, factory: bool = False) -> list[str]:
+def uvicorn_cmd(app: str, port: int, *, factory: bool = False, workers: int = 1) -> list[str]:
     cmd = [sys.executable, "-m", "uvicorn", app]
     if factory:
         cmd.append("--factory")
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     return [*cmd, "--no-access-log", "--log-level", "warning"]
 
 
@@ -198,12 +198,20 @@ def server_pid(child: Child) -> int:
     ever hand the work to one worker process instead (a multiprocessing spawn, or a re-exec'd
     uvicorn), that single worker is the one to read, not its idle parent.
     """
+    workers = server_pids(child)
+    return workers[0] if len(workers) == 1 else child.proc.pid
+
+
+def server_pids(child: Child) -> list[int]:
+    """The processes that serve the requests: uvicorn's worker processes when it runs several
+    (`--workers N`, each a multiprocessing spawn of the supervisor we started), else the process
+    we started."""
     workers = [
         pid
         for pid in child_pids(child.proc.pid)
         if "spawn_main" in (cmd := _cmdline(pid)) or "uvicorn" in cmd
     ]
-    return workers[0] if len(workers) == 1 else child.proc.pid
+    return workers or [child.proc.pid]
 
 
 def sluice_env(

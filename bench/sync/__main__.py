@@ -73,7 +73,7 @@ from bench.common.processes import (
     Child,
     Children,
     free_port,
-    server_pid,
+    server_pids,
     sigterm_as_sigint,
     uvicorn_cmd,
     wait_ready,
@@ -108,7 +108,7 @@ class Instance:
     db_url: str
     port: int = field(default_factory=free_port)  # kept across restarts: the peer's cursor row is per URL
     child: Child | None = None
-    pid: int | None = None
+    pids: list[int] = field(default_factory=list)  # the serving processes (uvicorn's workers)
 
     @property
     def name(self) -> str:
@@ -182,12 +182,12 @@ class Pair:
         self.starts += 1
         self.interval = interval
         for inst in self.both:
-            cmd = uvicorn_cmd("app.main:create_app", inst.port, factory=True)
+            cmd = uvicorn_cmd("app.main:create_app", inst.port, factory=True, workers=self.args.workers)
             inst.child = self.children.start(f"{inst.name}-{self.starts}", cmd, self.env(inst, interval))
         for inst in self.both:
             assert inst.child is not None
             wait_ready(inst.child, f"{inst.url}/health/live")
-            inst.pid = server_pid(inst.child)
+            inst.pids = serving_processes(inst.child, self.args.workers)
 
     def stop(self) -> None:
         for inst in self.both:
@@ -202,6 +202,23 @@ class Pair:
                     f"{inst.name} exited with code {inst.child.proc.returncode}.\n{inst.child.last_output()}"
                 )
         return None
+
+
+def serving_processes(child: Child, workers: int) -> list[int]:
+    """The instance's serving processes. With several uvicorn workers, the later ones may still be
+    starting when the first answers the health check: wait a little for all of them."""
+    deadline = time.monotonic() + 10
+    pids = server_pids(child)
+    while workers > 1 and len(pids) < workers and time.monotonic() < deadline:
+        time.sleep(0.1)
+        pids = server_pids(child)
+    return pids
+
+
+def cpu_of_all(pids: list[int]) -> float | None:
+    """CPU seconds of an instance: the sum over its serving processes."""
+    times = [cpu_of(pid) for pid in pids]
+    return None if not times or any(t is None for t in times) else sum(t for t in times if t is not None)
 
 
 # ------------------------------------------------------------------------------------ CPU
@@ -221,8 +238,8 @@ class Cpu:
     def take(cls, pair: Pair) -> Cpu:
         return cls(
             at=time.perf_counter(),
-            a=cpu_of(pair.a.pid),
-            b=cpu_of(pair.b.pid),
+            a=cpu_of_all(pair.a.pids),
+            b=cpu_of_all(pair.b.pids),
             postgres=cpu_by_name("postgres"),
             redis=cpu_by_name("redis-server"),
             bench=cpu_of(os.getpid()),
@@ -995,6 +1012,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quiet", type=float, default=2.0, help="seconds of loop rounds checked for echoes (default 2)"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="uvicorn worker processes per instance (default 1); several share a round by the Redis lease",
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per convergence (default 600)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the order ids and the edited share")
     parser.add_argument("--skip-edits", action="store_true", help="phase 1 only")
@@ -1094,8 +1117,8 @@ def main(argv: list[str] | None = None) -> int:
             pair.migrate(log_dir)
             pair.start(ON_DEMAND if args.gate else args.interval)
             print(
-                f"databases {pair.a.db_name}, {pair.b.db_name}; A {pair.a.url} (pid {pair.a.pid}), "
-                f"B {pair.b.url} (pid {pair.b.pid}); Redis prefix {prefix}"
+                f"databases {pair.a.db_name}, {pair.b.db_name}; A {pair.a.url} (pids {pair.a.pids}), "
+                f"B {pair.b.url} (pids {pair.b.pids}); Redis prefix {prefix}"
             )
             p1, p2 = asyncio.run(run_phases(pair, args))
     except KeyboardInterrupt:
@@ -1124,7 +1147,10 @@ def main(argv: list[str] | None = None) -> int:
     if p1 is not None:
         rows, equal = judge(p1, p2)
         print()
-        print(f"summary ({args.orders} orders, {os.cpu_count()} cores)")
+        print(
+            f"summary ({args.orders} orders, {os.cpu_count()} cores, "
+            f"{args.workers} uvicorn worker{'s' if args.workers > 1 else ''} per instance)"
+        )
         print(
             f"  create on B        {p1['create_per_s']:.0f} orders/s ({p1['create_s']:.2f} s, {args.clients} clients; "
             "not part of the sync figure)"
