@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -99,6 +100,9 @@ FULL_RELOAD_INTERVAL = 30.0
 # the partner. This share of it goes to the lateness of this process; the rest is left for the
 # trip to the partner. A call later than that gives its slot up and takes a new one.
 LATENESS_SHARE = 0.5
+# With no margin, a queued call this late for its reserved slot (its worker was busy or down,
+# not merely slow to wake) still takes a new one.
+PAST_SLOT = 1.0
 # A call late for its slot takes a new one, at most this many times.
 MAX_RESERVATIONS = 4
 # Clock samples kept (one per rules refresh, every THROTTLE_REFRESH_INTERVAL): ~10 s.
@@ -319,11 +323,17 @@ class ThrottleGate:
 
     async def admit(self, method: str, url: str, exchange: UpstreamExchange | None) -> None:
         """Return when the call may go; raise Throttled or ThrottleQueued otherwise."""
-        allowed_lateness = self.settings.throttle_safety_margin * LATENESS_SHARE
+        margin = self.settings.throttle_safety_margin
+        # No margin, no jitter budget: every resumption would count as late, and giving slots up
+        # would only waste them (each call would burn MAX_RESERVATIONS and go late anyway, and a
+        # queued call would be queued again and again). A margin of 0 therefore means: go at the
+        # slot however late the loop resumes; only a queued call whose slot passed long ago (the
+        # workers were down) still takes a new one, so that a backlog does not go all at once.
+        allowed_lateness = margin * LATENESS_SHARE if margin > 0 else math.inf
         if exchange is not None and exchange.prepaid_slot is not None:
             # An async call run at the slot reserved for it when it was queued.
             slot, exchange.prepaid_slot = exchange.prepaid_slot, None
-            if await self._wait_for(slot) <= allowed_lateness:
+            if await self._wait_for(slot) <= min(allowed_lateness, PAST_SLOT):
                 return
             # Past (the workers were busy or down): taking it now could bunch calls with the
             # slots after it; take a new one.

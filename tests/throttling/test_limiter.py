@@ -129,18 +129,24 @@ async def test_unmatched_calls_are_not_throttled(start_app: Any, sandbox: Sandbo
     assert {r.status_code for r in responses} == {200}
 
 
+@pytest.mark.parametrize("margin", [0.1, 0.0])
 async def test_throttled_call_with_reply_is_queued_at_its_slot_and_run_then(
     start_app: Any,
     sandbox: Sandbox,
     receiver: Receiver,
     clock: Clock,
     make_worker: Any,
+    margin: float,
 ) -> None:
     # Here the app, the worker, the sandbox and the receiver share one event loop, which often
     # resumes a call 5-25 ms after its slot: a wider margin keeps such calls from giving their
-    # slots up (a late call takes a new slot, and with no wait allowed, is queued again).
+    # slots up (a late call takes a new slot, and with no wait allowed, is queued again). With no
+    # margin at all no slot is given up for lateness: the queued calls go at theirs too.
     settings = dict(
-        run_workers=False, reply_url_allow_loopback=True, throttle_max_wait=0.0, throttle_safety_margin=0.1
+        run_workers=False,
+        reply_url_allow_loopback=True,
+        throttle_max_wait=0.0,
+        throttle_safety_margin=margin,
     )
     async with start_app(**settings) as sluice:
         await deploy_limit(sluice, sandbox, 200, ["POST"])
@@ -279,15 +285,30 @@ def _count(uid: str, outcome: str) -> float:
 async def test_a_process_that_cannot_keep_time_sends_the_call_late_rather_than_refuse_it(
     start_app: Any, sandbox: Sandbox
 ) -> None:
-    """With no margin, every resumption is late for its slot (by the loop's wake-up delay):
-    the call takes a new slot each time, then goes anyway, and the metric says so."""
-    async with start_app(run_workers=False, throttle_safety_margin=0.0) as sluice:
+    """With a margin of a nanosecond, every resumption is late for its slot (by the loop's wake-up
+    delay): the call takes a new slot each time, then goes anyway, and the metric says so."""
+    async with start_app(run_workers=False, throttle_safety_margin=1e-9) as sluice:
         uid = await deploy_limit(sluice, sandbox, 200, ["GET"])
         late, sent_late = _count(uid, "late"), _count(uid, "sent_late")
         response = await sluice.client.get("/v1/products", headers=sluice.headers())
         assert response.status_code == 200
         assert _count(uid, "sent_late") - sent_late == 1
         assert _count(uid, "late") - late == 4  # MAX_RESERVATIONS slots given up, then sent
+
+
+async def test_no_margin_means_calls_go_at_their_slot_however_late(start_app: Any, sandbox: Sandbox) -> None:
+    """A margin of 0 leaves no jitter budget: no slot is given up for lateness (that would only
+    waste slots), the calls go at theirs."""
+    async with start_app(run_workers=False, throttle_safety_margin=0.0) as sluice:
+        uid = await deploy_limit(sluice, sandbox, 200, ["GET"])
+        late, sent_late = _count(uid, "late"), _count(uid, "sent_late")
+        paced = _count(uid, "immediate") + _count(uid, "waited")
+        answers = await asyncio.gather(
+            *(sluice.client.get("/v1/products", headers=sluice.headers()) for _ in range(5))
+        )
+        assert [r.status_code for r in answers] == [200] * 5
+        assert _count(uid, "immediate") + _count(uid, "waited") - paced == 5
+        assert _count(uid, "late") == late and _count(uid, "sent_late") == sent_late
 
 
 class RedisCut:
