@@ -29,6 +29,11 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+# A pattern for text fields of request bodies: PostgreSQL stores no NUL character (U+0000) in
+# text, so such a value is refused field by field at validation rather than by the database for
+# the whole request.
+STORABLE_TEXT = r"^[^\x00]*$"
+
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)

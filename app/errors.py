@@ -13,9 +13,11 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from app.db import STORABLE_TEXT
 from app.observability import current_request_id
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -185,7 +187,13 @@ def render_http_exception(request: Request, exc: StarletteHTTPException) -> Resp
 def _jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     errors = []
     for err in exc.errors():
-        item = {"loc": list(err.get("loc", ())), "msg": err.get("msg"), "type": err.get("type")}
+        message = err.get("msg")
+        if (
+            err.get("type") == "string_pattern_mismatch"
+            and (err.get("ctx") or {}).get("pattern") == STORABLE_TEXT
+        ):
+            message = "must not contain the NUL character (\\u0000), which cannot be stored"
+        item = {"loc": list(err.get("loc", ())), "msg": message, "type": err.get("type")}
         errors.append(item)
     return errors
 
@@ -212,10 +220,36 @@ def render_validation_error(request: Request, exc: RequestValidationError) -> Re
     )
 
 
+# SQLSTATEs of a text value the database cannot store: PostgreSQL takes no NUL character
+# (U+0000) in text (22021), nor a character its encoding lacks (22P05).
+_UNSTORABLE_TEXT = frozenset({"22021", "22P05"})
+
+
+def unstorable_text(exc: BaseException) -> bool:
+    """True when the database refused a text value of the request that it cannot store."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if getattr(current, "sqlstate", None) in _UNSTORABLE_TEXT:
+            return True
+        # SQLAlchemy keeps the driver's error in `orig`; its asyncpg adapter chains asyncpg's.
+        current = getattr(current, "orig", None) or current.__cause__
+    return False
+
+
+def unstorable_text_error() -> ValidationFailed:
+    return ValidationFailed(
+        "A text value contains a character that cannot be stored (the NUL character, \\u0000): remove it"
+    )
+
+
 def render_exception(request: Request, exc: Exception) -> Response | None:
     """Render a known exception as problem+json; None for an unexpected one."""
     if isinstance(exc, SluiceError):
         return render_sluice_error(request, exc)
+    if unstorable_text(exc):
+        return render_sluice_error(request, unstorable_text_error())
     if isinstance(exc, RequestValidationError):
         return render_validation_error(request, exc)
     if isinstance(exc, StarletteHTTPException):
@@ -236,6 +270,13 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         return render_http_exception(request, exc)
 
+    async def _database(request: Request, exc: Exception) -> Response:
+        # Bad input the validation let through and the database refused is still bad input.
+        if unstorable_text(exc):
+            return render_sluice_error(request, unstorable_text_error())
+        raise exc
+
     app.add_exception_handler(SluiceError, _sluice)
+    app.add_exception_handler(DBAPIError, _database)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)

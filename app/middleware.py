@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import problem_response
+from app.errors import problem_response, unstorable_text, unstorable_text_error
 from app.observability import HTTP_LATENCY, HTTP_REQUESTS, request_id_var
 
 logger = logging.getLogger("sluice.http")
@@ -91,6 +91,20 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_request_id)
         except Exception as exc:
+            if not response_started and unstorable_text(exc):
+                # Bad input the database refused (e.g. at a dependency's commit, which the
+                # exception handlers do not see): the client's error, not ours.
+                error = unstorable_text_error()
+                status = error.status
+                response = problem_response(
+                    status=error.status,
+                    code=error.code,
+                    title=error.title,
+                    detail=error.detail,
+                    instance=scope["path"],
+                )
+                await response(scope, receive, send_with_request_id)
+                return
             if span is not None and span.is_recording():
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))

@@ -319,7 +319,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     padded = cursor + "=" * (-len(cursor) % 4)
     try:
         at, _, ident = base64.urlsafe_b64decode(padded).decode().partition("|")
-        return datetime.fromisoformat(at), uuid.UUID(ident)
+        moment = datetime.fromisoformat(at)
+        if moment.tzinfo is None:
+            raise ValueError("a cursor's time has its offset")
+        return moment, uuid.UUID(ident)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError("not an async-call cursor") from exc
 

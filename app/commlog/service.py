@@ -81,6 +81,9 @@ _LENGTH_LIMITS = [
     if isinstance(c.type, String) and c.type.length is not None
 ]
 
+# Text columns whose values come from the request or the partner (a NUL character can arrive).
+_TEXT_COLUMNS = [c.name for c in CommLog.__table__.columns if isinstance(c.type, String)]
+
 
 def _copy_value(value: Any) -> Any:
     # asyncpg's COPY takes json columns as text.
@@ -114,6 +117,11 @@ class CommLogWriter:
             value = entry.get(name)
             if isinstance(value, str) and len(value) > limit:
                 entry[name] = value[:limit]
+        for name in _TEXT_COLUMNS:
+            value = entry.get(name)
+            if isinstance(value, str) and "\x00" in value:
+                # PostgreSQL stores no NUL in text: the entry would be refused and lost.
+                entry[name] = value.replace("\x00", "\ufffd")
         if len(self._buffer) >= self._max:
             self._buffer.popleft()
             COMMLOG_DROPPED.inc()
@@ -224,7 +232,10 @@ def decode_cursor(cursor: str) -> int:
     text = base64.urlsafe_b64decode(padded.encode()).decode()
     if not text.startswith("id:"):
         raise ValueError("not a comm-log cursor")
-    return int(text[3:])
+    last_id = int(text[3:])
+    if not 0 < last_id < 2**63:  # ids are positive BIGINTs
+        raise ValueError("not a comm-log cursor")
+    return last_id
 
 
 async def list_entries(

@@ -7,9 +7,11 @@ from typing import Annotated
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
+from app.db import STORABLE_TEXT
+
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,199}$"
 ServiceName = Annotated[str, Field(pattern=NAME_PATTERN, description='like "neorezo-billing_invoice-eshop"')]
-Tag = Annotated[str, Field(min_length=1, max_length=50)]
+Tag = Annotated[str, Field(min_length=1, max_length=50, pattern=STORABLE_TEXT)]
 
 
 class ServiceIn(BaseModel):
@@ -17,8 +19,8 @@ class ServiceIn(BaseModel):
 
     name: ServiceName
     base_url: AnyHttpUrl
-    stage: Annotated[str, Field(min_length=1, max_length=50)] = "prod"
-    description: Annotated[str, Field(max_length=5000)] = ""
+    stage: Annotated[str, Field(min_length=1, max_length=50, pattern=STORABLE_TEXT)] = "prod"
+    description: Annotated[str, Field(max_length=5000, pattern=STORABLE_TEXT)] = ""
     tags: Annotated[list[Tag], Field(max_length=50)] = []
     health_url: AnyHttpUrl | None = None
     # Write-only: stored encrypted, shown only to clients with the directory_credentials scope.
@@ -31,8 +33,8 @@ class ServiceUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     base_url: AnyHttpUrl
-    stage: Annotated[str, Field(min_length=1, max_length=50)] = "prod"
-    description: Annotated[str, Field(max_length=5000)] = ""
+    stage: Annotated[str, Field(min_length=1, max_length=50, pattern=STORABLE_TEXT)] = "prod"
+    description: Annotated[str, Field(max_length=5000, pattern=STORABLE_TEXT)] = ""
     tags: Annotated[list[Tag], Field(max_length=50)] = []
     health_url: AnyHttpUrl | None = None
     credentials: Annotated[str | None, Field(max_length=10_000)] = None

@@ -56,6 +56,7 @@ async def list_orders(
         int | None,
         Query(
             ge=0,
+            le=service.MAX_POSITION,
             description="change feed: changes after this position (0: from the start), tombstones included",
         ),
     ] = None,

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, field_validator
 
+from app.db import STORABLE_TEXT
 from app.orders.models import Order, OrderStatus
 from app.orders.sync_states import SyncState
 
@@ -23,7 +24,7 @@ CURRENCIES = frozenset(
     UGX USD UYU UZS VED VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG""".split()
 )
 
-Text200 = Annotated[str, Field(min_length=1, max_length=200)]
+Text200 = Annotated[str, Field(min_length=1, max_length=200, pattern=STORABLE_TEXT)]
 
 
 def _known_currency(value: str) -> str:
@@ -39,7 +40,7 @@ Currency = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(_kno
 class OrderLine(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    sku: Annotated[str, Field(min_length=1, max_length=64)]
+    sku: Annotated[str, Field(min_length=1, max_length=64, pattern=STORABLE_TEXT)]
     name: Text200
     quantity: Annotated[int, Field(gt=0, le=1_000_000)]
     unit_price: Annotated[Decimal, Field(ge=0, le=Decimal("1e12"), max_digits=18, decimal_places=4)]
@@ -66,12 +67,12 @@ class OrderIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: uuid.UUID | None = None
-    number: Annotated[str | None, Field(min_length=1, max_length=64)] = None
+    number: Annotated[str | None, Field(min_length=1, max_length=64, pattern=STORABLE_TEXT)] = None
     customer: Customer
     lines: Annotated[list[OrderLine], Field(min_length=1, max_length=500)]
     currency: Currency
     status: OrderStatus = OrderStatus.NEW
-    notes: Annotated[str, Field(max_length=10_000)] = ""
+    notes: Annotated[str, Field(max_length=10_000, pattern=STORABLE_TEXT)] = ""
 
     def total(self) -> Decimal:
         return sum((line.unit_price * line.quantity for line in self.lines), Decimal(0))
@@ -142,18 +143,18 @@ class Replica(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     id: uuid.UUID
-    number: Annotated[str, Field(min_length=1, max_length=64)]
+    number: Annotated[str, Field(min_length=1, max_length=64, pattern=STORABLE_TEXT)]
     customer: Customer
     lines: Annotated[list[OrderLine], Field(min_length=1, max_length=500)]
     currency: Currency
     status: OrderStatus
-    notes: Annotated[str, Field(max_length=10_000)] = ""
+    notes: Annotated[str, Field(max_length=10_000, pattern=STORABLE_TEXT)] = ""
     created_at: datetime
     updated_at: datetime
-    version: Annotated[int, Field(ge=1)]
-    origin: Annotated[str, Field(min_length=1, max_length=64)]
+    version: Annotated[int, Field(ge=1, le=2**31 - 1)]  # an INTEGER column
+    origin: Annotated[str, Field(min_length=1, max_length=64, pattern=STORABLE_TEXT)]
     deleted: bool = False
-    changed_by: Annotated[str, Field(min_length=1, max_length=64)]
+    changed_by: Annotated[str, Field(min_length=1, max_length=64, pattern=STORABLE_TEXT)]
     # The sender's sync state of the record (ST_NEW, ST_UPD, ST_DEL, ST_ERROR).
     sync_state: str
     # A resolved collision: the receiver, in collision too, takes this copy.

@@ -24,6 +24,8 @@ CHANGE_LOCK = 0x4F524452
 # At most this many changes get their feed positions per sequencer run (the next read goes on).
 SEQUENCE_CAP = 50_000
 MAX_PAGE = 1000
+# Feed positions are BIGINT.
+MAX_POSITION = 2**63 - 1
 
 
 def etag(order: Order) -> str:
@@ -221,7 +223,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         when, _, ident = raw.partition("|")
-        return datetime.fromisoformat(when), uuid.UUID(ident)
+        moment = datetime.fromisoformat(when)
+        if moment.tzinfo is None:
+            raise ValueError("a cursor's time has its offset")
+        return moment, uuid.UUID(ident)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise BadRequest("Invalid cursor: pass next_cursor from the previous page") from exc
 

@@ -3,6 +3,8 @@ replay, connectors, and the 90-day cleanup."""
 
 from __future__ import annotations
 
+import base64
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -67,6 +69,10 @@ async def test_list_filters_and_pages(airlock: Running, make_worker: Make) -> No
     assert naive.status_code == 400
     bad_cursor = await airlock.client.get("/v1/async-calls", params={"cursor": "nope"}, headers=h)
     assert bad_cursor.status_code == 400 and bad_cursor.json()["code"] == "bad_request"
+    naive_cursor = base64.urlsafe_b64encode(f"2026-01-01T00:00:00|{uuid.uuid4()}".encode()).decode()
+    assert (
+        await airlock.client.get("/v1/async-calls", params={"cursor": naive_cursor}, headers=h)
+    ).status_code == 400
     bad_status = await airlock.client.get("/v1/async-calls", params={"status": "LOST"}, headers=h)
     assert bad_status.status_code == 422
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -147,6 +148,10 @@ async def test_query_api_filters_and_paginates(sluice: Running, sandbox: Sandbox
     assert (
         await sluice.client.get("/v1/comm-logs", params={"cursor": "garbage"}, headers=headers)
     ).status_code == 400
+    beyond = base64.urlsafe_b64encode(b"id:99999999999999999999999").decode()  # not a BIGINT
+    assert (
+        await sluice.client.get("/v1/comm-logs", params={"cursor": beyond}, headers=headers)
+    ).status_code == 400
     naive = await sluice.client.get("/v1/comm-logs", params={"since": "2026-01-01T00:00:00"}, headers=headers)
     assert naive.status_code == 400
 
@@ -230,6 +235,19 @@ async def test_oversized_caller_values_are_cut_to_their_columns(sluice: Running,
     assert response.status_code == 400  # invalid_header; and still logged
     rows = await eventually(lambda: _rows_if(sluice, client_id[:128], 1))
     assert isinstance(rows, list) and rows[0].error_code == "invalid_header"
+
+
+async def test_a_nul_character_in_a_body_is_logged_not_lost(sluice: Running, sandbox: Sandbox) -> None:
+    """PostgreSQL stores no NUL in text: the entry keeps the body with U+FFFD in its place."""
+    client_id = f"nul-{uuid.uuid4().hex[:8]}"
+    response = await sluice.client.post(
+        "/v1/purchases",
+        content=b'{"product_code": "x\x00y"}',
+        headers=sluice.headers(**{"X-Client-ID": client_id, "Content-Type": "application/json"}),
+    )
+    assert response.status_code == 400  # not JSON: a raw control character in a string
+    rows = await eventually(lambda: _rows_if(sluice, client_id, 1))
+    assert isinstance(rows, list) and rows[0].request_body == '{"product_code": "x\ufffdy"}'
 
 
 async def test_a_row_the_database_refuses_does_not_block_the_others(make_settings) -> None:  # type: ignore[no-untyped-def]

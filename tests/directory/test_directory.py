@@ -126,6 +126,7 @@ async def test_bad_registrations_are_422(sluice: Running) -> None:
         {**SERVICE, "base_url": "ftp://example.com"},
         {**SERVICE, "tags": "billing"},
         {**SERVICE, "surprise": 1},
+        {**SERVICE, "description": "nul \u0000 inside"},  # PostgreSQL stores no NUL in text
     ]
     for body in cases:
         response = await sluice.client.post("/v1/directory/services", json=body, headers=sluice.headers())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from typing import Any
 
@@ -116,6 +117,36 @@ async def test_bad_orders_are_refused_with_422(sluice: Running) -> None:
         await sluice.client.get("/v1/orders", params={"cursor": "%%%"}, headers=sluice.headers())
     ).status_code == 400
     assert (await sluice.client.get("/v1/orders")).status_code == 401
+    # Beyond the feed's BIGINT positions; a cursor without its time's offset.
+    assert (
+        await sluice.client.get("/v1/orders", params={"since": 2**64}, headers=sluice.headers())
+    ).status_code == 422
+    naive = base64.urlsafe_b64encode(f"2026-01-01T00:00:00|{uuid.uuid4()}".encode()).decode()
+    assert (
+        await sluice.client.get("/v1/orders", params={"cursor": naive}, headers=sluice.headers())
+    ).status_code == 400
+
+
+async def test_a_nul_character_is_refused_with_422_not_a_500(sluice: Running) -> None:
+    """PostgreSQL stores no NUL (U+0000) in text: such a value is the client's error."""
+    for body in (
+        order_body(notes="before\u0000after"),
+        order_body(customer={"name": "Ada\u0000", "email": "ada@example.com"}),
+    ):
+        response = await sluice.client.post("/v1/orders", json=body, headers=sluice.headers())
+        assert response.status_code == 422, response.text
+        assert response.json()["code"] == "validation_error"
+        assert "NUL" in response.json()["detail"]
+    created = await create(sluice)
+    edit = {**order_body(), "notes": "\u0000"}
+    response = await sluice.client.put(
+        f"/v1/orders/{created['id']}", json=edit, headers=sluice.headers(**{"If-Match": '"1"'})
+    )
+    assert response.status_code == 422, response.text
+    # Nothing was half-written: the order is as it was.
+    assert (await sluice.client.get(f"/v1/orders/{created['id']}", headers=sluice.headers())).json()[
+        "version"
+    ] == 1
 
 
 async def test_list_filters_and_cursor_pagination(sluice: Running) -> None:

@@ -69,6 +69,19 @@ async def test_a_batch_is_applied_and_each_replica_answered_in_its_place(sluice:
     assert held["notes"] == "changed" and held["version"] == 2
 
 
+async def test_a_replica_the_database_could_not_store_is_refused_alone(sluice: Running) -> None:
+    """A NUL character (a peer on SQLite could hold one) or a version beyond the column's range
+    fails its own item, not the batch."""
+    good, nul, huge = replica(), replica(notes="a\u0000b"), replica(version=2**40)
+    response = await sluice.client.post(
+        "/v1/sync/orders/batch", json=[good, nul, huge], headers=sluice.headers()
+    )
+    assert response.status_code == 200, response.text
+    answers = response.json()
+    assert [a["state"] for a in answers] == ["ST_OK", "ST_ERROR", "ST_ERROR"]
+    assert "notes" in answers[1]["error"] and "version" in answers[2]["error"]
+
+
 async def test_a_batch_too_large_or_not_a_list_is_a_422(sluice: Running) -> None:
     too_many = await sluice.client.post("/v1/sync/orders/batch", json=[{}] * 1001, headers=sluice.headers())
     assert too_many.status_code == 422
