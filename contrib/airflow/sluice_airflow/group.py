@@ -45,7 +45,8 @@ def TechMicroServiceAsyncGroup(
     ``deferrable``) and ``{group_id}.read`` (AsyncTechServicePullOperator: ``raise_errors``).
     ``tech_kwargs`` go to the call (``cws_name`` or ``base_url``/``token``, ``entry``, ``json``...).
     """
-    with TechMicroServiceTaskGroup(group_id=group_id, tooltip=tooltip) as group:
+    group = TechMicroServiceTaskGroup(group_id=group_id, tooltip=tooltip)
+    with group:
         call = TechMicroServiceOperator(task_id="call", method=method, asynchronous=True, **tech_kwargs)
         wait = AsyncTechMicroServiceSensor(
             task_id="await",

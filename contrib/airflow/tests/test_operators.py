@@ -164,7 +164,8 @@ def test_templates_render_as_native_objects(live: Live) -> None:
         "later": False,
     }
     ti = FakeTI()
-    context = {"ti": ti, "dag_run": type("DagRun", (), {"conf": conf})(), "params": {}}
+    # The parts of an Airflow Context the templates use.
+    context: Any = {"ti": ti, "dag_run": type("DagRun", (), {"conf": conf})(), "params": {}}
     op.render_template_fields(context)
     assert op.json == conf["data"] and op.asynchronous is False and op.cws_name == live.service
     run(op, ti)
