@@ -100,3 +100,4 @@ async def test_delete_keeps_tombstones_and_resolve_actions(sluice: Running) -> N
 
     status = await page(sluice, "/admin/sync-status")
     assert "No peer configured" in status and "ST_DEL" in status
+    assert 'id="sync-lag"' in status and 'id="sync-lag-push_pending"' in status
