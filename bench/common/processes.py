@@ -275,8 +275,16 @@ def sigterm_as_sigint() -> Iterator[None]:
     def handler(signum: int, frame: Any) -> None:
         signal.raise_signal(signal.SIGINT)
 
+    # A background job of a non-interactive shell starts with SIGINT ignored, and then neither
+    # Ctrl-C's KeyboardInterrupt nor asyncio.run's handler would see the raised SIGINT: restore
+    # Python's own handler first (asyncio.run only installs its handler over that one).
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if previous_int is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
