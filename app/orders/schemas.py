@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
 from app.db import STORABLE_TEXT
 from app.orders.models import Order, OrderStatus
@@ -35,6 +35,21 @@ def _known_currency(value: str) -> str:
 
 
 Currency = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(_known_currency)]
+
+
+# The total is stored as NUMERIC(18, 4): below 10^14.
+MAX_TOTAL = Decimal(10) ** 14
+
+
+def _lines_total(lines: list[OrderLine]) -> Decimal:
+    return sum((line.unit_price * line.quantity for line in lines), Decimal(0))
+
+
+def _check_total(lines: list[OrderLine]) -> None:
+    if _lines_total(lines) >= MAX_TOTAL:
+        raise ValueError(
+            f"the order's total (quantity × unit_price over its lines) must be below {MAX_TOTAL:,}"
+        )
 
 
 class OrderLine(BaseModel):
@@ -74,8 +89,13 @@ class OrderIn(BaseModel):
     status: OrderStatus = OrderStatus.NEW
     notes: Annotated[str, Field(max_length=10_000, pattern=STORABLE_TEXT)] = ""
 
+    @model_validator(mode="after")
+    def _total_fits(self) -> OrderIn:
+        _check_total(self.lines)
+        return self
+
     def total(self) -> Decimal:
-        return sum((line.unit_price * line.quantity for line in self.lines), Decimal(0))
+        return _lines_total(self.lines)
 
     def stored_lines(self) -> list[dict[str, Any]]:
         return [{**line.model_dump(), "unit_price": str(line.unit_price)} for line in self.lines]
@@ -160,6 +180,11 @@ class Replica(BaseModel):
     # A resolved collision: the receiver, in collision too, takes this copy.
     resolution: bool = False
     sync_error: str | None = None
+
+    @model_validator(mode="after")
+    def _total_fits(self) -> Replica:
+        _check_total(self.lines)
+        return self
 
     @field_validator("sync_state")
     @classmethod

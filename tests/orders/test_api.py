@@ -99,6 +99,8 @@ async def test_bad_orders_are_refused_with_422(sluice: Running) -> None:
         order_body(lines=[{**line, "unit_price": "NaN"}]),
         order_body(lines=[]),
         order_body(currency="XXX"),
+        # A total beyond NUMERIC(18, 4), with each line valid on its own.
+        order_body(lines=[{**line, "quantity": 1_000_000, "unit_price": "999999999999"}]),
         order_body(customer={"name": "A", "email": "not-an-email"}),
         order_body(status="lost"),
         order_body(unknown=1),
