@@ -34,7 +34,16 @@ def _known_currency(value: str) -> str:
     return code
 
 
-Currency = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(_known_currency)]
+Currency = Annotated[
+    str,
+    Field(
+        min_length=3,
+        max_length=3,
+        description="an ISO 4217 code in use (case-insensitive)",
+        json_schema_extra={"enum": sorted(CURRENCIES)},
+    ),
+    AfterValidator(_known_currency),
+]
 
 
 # The total is stored as NUMERIC(18, 4): below 10^14.
