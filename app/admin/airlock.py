@@ -28,7 +28,16 @@ from starlette.responses import RedirectResponse, Response
 from wtforms import FloatField, Form, IntegerField, StringField, TextAreaField, ValidationError
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange
 
-from app.admin.common import SluiceView, back_path, bind_views, flash, flash_refused, refuse_cross_site
+from app.admin.common import (
+    CheckedIdentifier,
+    SluiceView,
+    StorableSearch,
+    back_path,
+    bind_views,
+    flash,
+    flash_refused,
+    refuse_cross_site,
+)
 from app.airlock import service
 from app.airlock.machine import Schedule
 from app.airlock.models import AirlockConnector, AsyncCall, CallStatus
@@ -169,7 +178,7 @@ def _edited(text: str | None, current: bytes | None, content_type: str | None, w
 CallOperation = Callable[[AsyncSession, AsyncCall, str, Schedule], Awaitable[object]]
 
 
-class AsyncCallAdmin(SluiceView, ModelView, model=AsyncCall):  # type: ignore[call-arg]
+class AsyncCallAdmin(CheckedIdentifier, StorableSearch, SluiceView, ModelView, model=AsyncCall):  # type: ignore[call-arg]
     name = "Async call"
     name_plural = "Async calls"
     icon = "fa-solid fa-clock-rotate-left"
@@ -280,17 +289,6 @@ class AsyncCallAdmin(SluiceView, ModelView, model=AsyncCall):  # type: ignore[ca
             return uuid.UUID(pk)
         except ValueError:
             return None
-
-    async def get_object_for_details(self, request: Request) -> Any:
-        # sqladmin would answer a malformed id with a 500; this makes it a 404.
-        if self._call_id(request.path_params["pk"]) is None:
-            return None
-        return await super().get_object_for_details(request)
-
-    async def get_object_for_edit(self, request: Request) -> Any:
-        if self._call_id(request.path_params["pk"]) is None:
-            return None
-        return await super().get_object_for_edit(request)
 
     async def details_context(self, request: Request) -> dict[str, Any]:
         call_id = self._call_id(request.path_params["pk"])
@@ -511,7 +509,7 @@ def _join(values: Sequence[str] | None) -> str:
     return ", ".join(values or [])
 
 
-class AirlockConnectorAdmin(SluiceView, ModelView, model=AirlockConnector):  # type: ignore[call-arg]
+class AirlockConnectorAdmin(CheckedIdentifier, SluiceView, ModelView, model=AirlockConnector):  # type: ignore[call-arg]
     name = "Connector"
     name_plural = "Connectors"
     icon = "fa-solid fa-plug"

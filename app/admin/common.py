@@ -1,14 +1,17 @@
 """What the domain admin views share: reaching the app's state, binding views to one app,
-refusing cross-site actions, going back to where an action started, and reporting refusals."""
+404 for identifiers the key cannot hold, searching with storable terms, refusing cross-site actions, going back to where an action started, and reporting refusals."""
 
 from __future__ import annotations
 
 import types
+import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from sqladmin.flash import Flash, FlashLevel
+from sqlalchemy import BigInteger, Integer, String, Uuid
+from sqlalchemy import inspect as sa_inspect
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
@@ -33,6 +36,58 @@ class SluiceView:
         if self.sluice_app is None:
             raise RuntimeError(f"{type(self).__name__} used without bind_views()")
         return self.sluice_app.state.sluice  # type: ignore[no-any-return]
+
+
+def identifier_fits(model: type, identifier: str) -> bool:
+    """Whether `identifier` can be a value of the model's (single) primary key: a UUID for a
+    UUID key, a non-negative integer in the column's range for an integer key, text without NUL
+    within its length for a string key."""
+    primary_key: tuple[Any, ...] = tuple(sa_inspect(model).primary_key)
+    (column,) = primary_key
+    kind: Any = column.type
+    if isinstance(kind, Uuid):
+        try:
+            uuid.UUID(identifier)
+        except ValueError:
+            return False
+        return True
+    if isinstance(kind, Integer):
+        limit = 2**63 if isinstance(kind, BigInteger) else 2**31
+        return identifier.isascii() and identifier.isdigit() and int(identifier) < limit
+    if isinstance(kind, String):
+        return "\x00" not in identifier and (kind.length is None or len(identifier) <= kind.length)
+    return True
+
+
+class CheckedIdentifier:
+    """A details, edit or delete request for an identifier the primary key cannot hold is a 404:
+    sqladmin would answer a malformed one with a 500, an out-of-range or NUL one with a database
+    error."""
+
+    model: ClassVar[type]
+
+    async def get_object_for_details(self, request: Request) -> Any:
+        if not identifier_fits(self.model, request.path_params["pk"]):
+            return None
+        return await super().get_object_for_details(request)  # type: ignore[misc]
+
+    async def get_object_for_edit(self, request: Request) -> Any:
+        if not identifier_fits(self.model, request.path_params["pk"]):
+            return None
+        return await super().get_object_for_edit(request)  # type: ignore[misc]
+
+    async def get_object_for_delete(self, value: Any) -> Any:
+        if not identifier_fits(self.model, str(value)):
+            return None
+        return await super().get_object_for_delete(value)  # type: ignore[misc]
+
+
+class StorableSearch:
+    """Searches with a term PostgreSQL can compare: it takes no NUL character in text, and a
+    term holding one (`?search=%00`) would fail the list page with a server error."""
+
+    def search_query(self, stmt: Any, term: str) -> Any:
+        return super().search_query(stmt, term.replace("\x00", ""))  # type: ignore[misc]
 
 
 def bind_views(app: FastAPI, views: Iterable[type]) -> list[Any]:

@@ -23,7 +23,14 @@ from starlette.responses import RedirectResponse, Response
 from wtforms import Form, HiddenField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
-from app.admin.common import SluiceView, bind_views, flash, refuse_cross_site
+from app.admin.common import (
+    CheckedIdentifier,
+    SluiceView,
+    StorableSearch,
+    bind_views,
+    flash,
+    refuse_cross_site,
+)
 from app.errors import SluiceError
 from app.orders import service, sync
 from app.orders.models import Order, OrderStatus
@@ -131,7 +138,7 @@ def _uuid(pk: Any) -> uuid.UUID | None:
         return None
 
 
-class OrderAdmin(SluiceView, ModelView, model=Order):  # type: ignore[call-arg]
+class OrderAdmin(CheckedIdentifier, StorableSearch, SluiceView, ModelView, model=Order):  # type: ignore[call-arg]
     name = "Order"
     name_plural = "Orders"
     icon = "fa-solid fa-cart-shopping"
@@ -191,16 +198,6 @@ class OrderAdmin(SluiceView, ModelView, model=Order):  # type: ignore[call-arg]
         Order.sync_state: lambda m, a: SyncState(m.sync_state).name,
         Order.lines: lambda m, a: format_lines(m.lines),
     }
-
-    async def get_object_for_details(self, request: Request) -> Any:
-        if _uuid(request.path_params["pk"]) is None:
-            return None
-        return await super().get_object_for_details(request)
-
-    async def get_object_for_edit(self, request: Request) -> Any:
-        if _uuid(request.path_params["pk"]) is None:
-            return None
-        return await super().get_object_for_edit(request)
 
     async def scaffold_form(self, rules: list[str] | None = None) -> type[Form]:
         return OrderForm

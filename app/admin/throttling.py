@@ -28,7 +28,16 @@ from starlette.responses import RedirectResponse, Response
 from wtforms import Form, IntegerField, SelectMultipleField, StringField, TextAreaField, ValidationError
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
-from app.admin.common import SluiceView, back_path, bind_views, flash, flash_refused, refuse_cross_site
+from app.admin.common import (
+    CheckedIdentifier,
+    SluiceView,
+    StorableSearch,
+    back_path,
+    bind_views,
+    flash,
+    flash_refused,
+    refuse_cross_site,
+)
 from app.clients.service import Principal
 from app.throttling import patterns, service
 from app.throttling.errors import AuthoringError
@@ -42,7 +51,6 @@ logger = logging.getLogger("sluice.throttling")
 
 # Config uids are UUIDs; anything else (a NUL byte, say) must be a 404, not a database error.
 _UID = re.compile(r"[\w-]{1,36}", re.ASCII)
-_INT4_MAX = 2**31 - 1
 
 DETAILS = """\
 {% extends "sqladmin/details.html" %}
@@ -183,7 +191,7 @@ async def _undeploy(session: AsyncSession, config: ThrottlingConfig, principal: 
     await service.undeploy(session, config, principal)
 
 
-class ThrottlingConfigAdmin(SluiceView, ModelView, model=ThrottlingConfig):  # type: ignore[call-arg]
+class ThrottlingConfigAdmin(CheckedIdentifier, StorableSearch, SluiceView, ModelView, model=ThrottlingConfig):  # type: ignore[call-arg]
     name = "Throttling config"
     name_plural = "Throttling configs"
     icon = "fa-solid fa-gauge-high"
@@ -273,16 +281,6 @@ class ThrottlingConfigAdmin(SluiceView, ModelView, model=ThrottlingConfig):  # t
     ]
 
     # --------------------------------------------------------------------------- reading
-
-    async def get_object_for_details(self, request: Request) -> Any:
-        if not _UID.fullmatch(request.path_params["pk"]):
-            return None
-        return await super().get_object_for_details(request)
-
-    async def get_object_for_edit(self, request: Request) -> Any:
-        if not _UID.fullmatch(request.path_params["pk"]):
-            return None
-        return await super().get_object_for_edit(request)
 
     async def details_context(self, request: Request) -> dict[str, Any]:
         state = self.sluice
@@ -464,7 +462,9 @@ class RuntimeConfigFilter:
         return query.where(ThrottlingRuntime.config_uid == str(value))
 
 
-class ThrottlingRuntimeAdmin(SluiceView, ModelView, model=ThrottlingRuntime):  # type: ignore[call-arg]
+class ThrottlingRuntimeAdmin(
+    CheckedIdentifier, StorableSearch, SluiceView, ModelView, model=ThrottlingRuntime
+):  # type: ignore[call-arg]
     name = "Throttling runtime"
     name_plural = "Throttling runtime"
     icon = "fa-solid fa-traffic-light"
@@ -519,13 +519,6 @@ class ThrottlingRuntimeAdmin(SluiceView, ModelView, model=ThrottlingRuntime):  #
         ThrottlingRuntime.active: lambda m, a: runtime_status(m),
     }
     column_formatters_detail: ClassVar[Any] = column_formatters
-
-    async def get_object_for_details(self, request: Request) -> Any:
-        # sqladmin would answer a malformed or out-of-range id with a 500; this makes it a 404.
-        pk = request.path_params["pk"]
-        if not pk.isascii() or not pk.isdigit() or int(pk) > _INT4_MAX:
-            return None
-        return await super().get_object_for_details(request)
 
 
 # ------------------------------------------------------------------------------ installation

@@ -4,12 +4,13 @@ from typing import Any, ClassVar
 
 from sqladmin import ModelView
 
+from app.admin.common import CheckedIdentifier, StorableSearch
 from app.clients.models import ApiClient
 from app.commlog.models import CommLog
 from app.directory.models import DirectoryService
 
 
-class ApiClientAdmin(ModelView, model=ApiClient):  # type: ignore[call-arg]
+class ApiClientAdmin(CheckedIdentifier, StorableSearch, ModelView, model=ApiClient):  # type: ignore[call-arg]
     name = "API client"
     name_plural = "API clients"
     icon = "fa-solid fa-key"
@@ -32,7 +33,7 @@ class ApiClientAdmin(ModelView, model=ApiClient):  # type: ignore[call-arg]
     form_columns: ClassVar[Any] = [ApiClient.name, ApiClient.is_active]
 
 
-class CommLogAdmin(ModelView, model=CommLog):  # type: ignore[call-arg]
+class CommLogAdmin(CheckedIdentifier, StorableSearch, ModelView, model=CommLog):  # type: ignore[call-arg]
     name = "Communication log"
     name_plural = "Communication log"
     icon = "fa-solid fa-list"
@@ -56,7 +57,7 @@ class CommLogAdmin(ModelView, model=CommLog):  # type: ignore[call-arg]
     page_size = 50
 
 
-class DirectoryServiceAdmin(ModelView, model=DirectoryService):  # type: ignore[call-arg]
+class DirectoryServiceAdmin(CheckedIdentifier, StorableSearch, ModelView, model=DirectoryService):  # type: ignore[call-arg]
     """The service directory with each service's health (read-only here: the API registers and
     changes services, so that credentials are always encrypted on the way in)."""
 

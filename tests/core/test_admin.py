@@ -43,3 +43,25 @@ async def test_non_admin_key_cannot_log_in(sluice: Running) -> None:
         303,
         307,
     )
+
+
+async def test_bad_identifiers_and_search_terms_are_not_server_errors(sluice: Running) -> None:
+    """A details/edit id the primary key cannot hold is a 404 and a search term with a NUL
+    character lists nothing special, in every admin view (sqladmin alone answers 500)."""
+    await sluice.client.post("/admin/login", data={"username": "admin", "password": ADMIN_KEY})
+    views = [
+        "api-client",
+        "comm-log",
+        "directory-service",
+        "order",
+        "async-call",
+        "throttling-config",
+        "throttling-runtime",
+        "airlock-connector",
+    ]
+    for view in views:
+        for pk in ("not-an-id", "99999999999999999999999", "a%00b", "x" * 600):
+            response = await sluice.client.get(f"/admin/{view}/details/{pk}")
+            assert response.status_code == 404, (view, pk, response.status_code)
+        listed = await sluice.client.get(f"/admin/{view}/list", params={"search": "a\x00b"})
+        assert listed.status_code == 200, (view, listed.status_code)
