@@ -30,6 +30,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange
 
 from app.admin.common import (
     CheckedIdentifier,
+    RefusedInput,
     SluiceView,
     StorableSearch,
     back_path,
@@ -145,7 +146,7 @@ class CallEditForm(Form):
     )
 
 
-class InvalidEdit(ValueError):
+class InvalidEdit(RefusedInput):
     pass
 
 
@@ -501,7 +502,7 @@ def connector_form(state: AppState, *, create: bool) -> type[Form]:
     return type("ConnectorCreateForm", (ConnectorForm,), {"name": name_field})
 
 
-class ConnectorExists(ValueError):
+class ConnectorExists(RefusedInput):
     pass
 
 

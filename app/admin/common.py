@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import types
 import uuid
 from collections.abc import Iterable
@@ -36,6 +37,26 @@ class SluiceView:
         if self.sluice_app is None:
             raise RuntimeError(f"{type(self).__name__} used without bind_views()")
         return self.sluice_app.state.sluice  # type: ignore[no-any-return]
+
+
+class RefusedInput(ValueError):
+    """What the admin user got wrong. sqladmin shows the message above the form (HTTP 400); it
+    is no failure of Sluice, so it is logged at INFO without a traceback (see below)."""
+
+
+class RefusedInputIsNotAnError(logging.Filter):
+    """sqladmin logs every exception a save raises at ERROR with its traceback, refused input
+    included; this filter (on sqladmin's logger) keeps ERROR for real failures only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, RefusedInput):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+REFUSED_INPUT_FILTER = RefusedInputIsNotAnError()
 
 
 def identifier_fits(model: type, identifier: str) -> bool:

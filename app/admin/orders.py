@@ -25,6 +25,7 @@ from wtforms.validators import DataRequired, Length, Optional
 
 from app.admin.common import (
     CheckedIdentifier,
+    RefusedInput,
     SluiceView,
     StorableSearch,
     bind_views,
@@ -96,14 +97,14 @@ def parse_lines(text: str) -> list[dict[str, Any]]:
             continue
         parts = [p.strip() for p in raw.split(";")]
         if len(parts) != 4:
-            raise ValueError(f"Line {number}: expected 'sku; name; quantity; unit price', got {raw!r}")
+            raise RefusedInput(f"Line {number}: expected 'sku; name; quantity; unit price', got {raw!r}")
         sku, name, quantity, price = parts
         try:
             lines.append(
                 {"sku": sku, "name": name, "quantity": int(quantity), "unit_price": str(Decimal(price))}
             )
         except (ValueError, InvalidOperation):
-            raise ValueError(
+            raise RefusedInput(
                 f"Line {number}: quantity must be a whole number and the price a number"
             ) from None
     return lines
@@ -128,7 +129,7 @@ def order_input(data: dict[str, Any], order_id: uuid.UUID | None = None) -> Orde
         )
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"The order is not valid: {problems}") from None
+        raise RefusedInput(f"The order is not valid: {problems}") from None
 
 
 def _uuid(pk: Any) -> uuid.UUID | None:
@@ -220,14 +221,14 @@ class OrderAdmin(CheckedIdentifier, StorableSearch, SluiceView, ModelView, model
             try:
                 order, _ = await service.create(session, wanted, instance=self.sluice.settings.instance_name)
             except SluiceError as exc:
-                raise ValueError(exc.detail or exc.title) from None
+                raise RefusedInput(exc.detail or exc.title) from None
         flash(request, FlashLevel.success, f"Order {order.number} created; it syncs with the next round.")
         return order
 
     async def update_model(self, request: Request, pk: str, data: dict[str, Any]) -> Any:
         order_id = _uuid(pk)
         if order_id is None:
-            raise ValueError("No such order")
+            raise RefusedInput("No such order")
         wanted = order_input(data, order_id)
         # The version the form was opened on: a change made meanwhile (here or by the sync) is
         # refused rather than overwritten.
@@ -242,7 +243,7 @@ class OrderAdmin(CheckedIdentifier, StorableSearch, SluiceView, ModelView, model
                     instance=self.sluice.settings.instance_name,
                 )
             except SluiceError as exc:
-                raise ValueError(exc.detail or exc.title) from None
+                raise RefusedInput(exc.detail or exc.title) from None
         flash(request, FlashLevel.success, f"Order {order.number} saved (version {order.version}).")
         return order
 

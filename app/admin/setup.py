@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import secrets
 
 from fastapi import FastAPI
@@ -8,6 +9,7 @@ from sqladmin.authentication import AuthenticationBackend
 from starlette.requests import Request
 
 from app.admin.airlock import airlock_views
+from app.admin.common import REFUSED_INPUT_FILTER
 from app.admin.orders import install_orders_admin
 from app.admin.templates import install_templates
 from app.admin.throttling import install_throttling_admin
@@ -73,6 +75,7 @@ def mount_admin(app: FastAPI, state: AppState) -> Admin:
         authentication_backend=ApiKeyAdminAuth(state, secret),
     )
     install_templates(admin)
+    logging.getLogger("sqladmin.application").addFilter(REFUSED_INPUT_FILTER)  # once: same object
     admin.add_view(ApiClientAdmin)
     admin.add_view(CommLogAdmin)
     for view in airlock_views(app):

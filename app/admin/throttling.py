@@ -30,6 +30,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 
 from app.admin.common import (
     CheckedIdentifier,
+    RefusedInput,
     SluiceView,
     StorableSearch,
     back_path,
@@ -103,7 +104,7 @@ DETAILS = """\
 TEMPLATES = {"sluice/throttling_details.html": DETAILS}
 
 
-class InvalidConfig(ValueError):
+class InvalidConfig(RefusedInput):
     """A refused edit; sqladmin shows its message above the form (HTTP 400)."""
 
 

@@ -101,3 +101,14 @@ async def test_delete_keeps_tombstones_and_resolve_actions(sluice: Running) -> N
     status = await page(sluice, "/admin/sync-status")
     assert "No peer configured" in status and "ST_DEL" in status
     assert 'id="sync-lag"' in status and 'id="sync-lag-push_pending"' in status
+
+
+async def test_refused_input_is_not_logged_as_an_error(sluice: Running, caplog: Any) -> None:
+    """sqladmin logs what a save raises at ERROR with a traceback; what the user got wrong is
+    only INFO (the form shows it), so that ERROR stays meaningful."""
+    await login(sluice)
+    with caplog.at_level("INFO", logger="sqladmin.application"):
+        bad = await post(sluice, "/admin/order/create", {**FORM, "currency": "ZZZ"})
+    assert bad.status_code == 400 and "currency" in bad.text
+    records = [r for r in caplog.records if r.name == "sqladmin.application"]
+    assert records and all(r.levelname == "INFO" and r.exc_info is None for r in records)
