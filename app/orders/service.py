@@ -141,7 +141,11 @@ async def create(session: AsyncSession, data: OrderIn, *, instance: str) -> tupl
         updated_at=utcnow(),
     )
     _apply(order, data)
-    if session.bind is not None and session.bind.dialect.name == "postgresql" and not session.in_transaction():
+    if (
+        session.bind is not None
+        and session.bind.dialect.name == "postgresql"
+        and not session.in_transaction()
+    ):
         # One statement needs no BEGIN and COMMIT around it: in autocommit the INSERT is its own
         # transaction, one round trip to the database instead of three.
         await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
