@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.airlock.machine import Schedule
@@ -84,18 +86,28 @@ async def list_connectors(session: AsyncSession) -> Sequence[AirlockConnector]:
 async def update_connector(
     session: AsyncSession, name: str, settings: Settings, author: str, **values: Any
 ) -> AirlockConnector:
-    """Create or change a connector's stored settings (only the given values)."""
-    row = await session.get(AirlockConnector, name)
-    if row is None:
-        row = AirlockConnector(
-            name=name,
-            ttl=settings.airlock_ttl,
-            delay=settings.airlock_delay,
-            error_urls=[],
-            error_emails=[],
-            error_secret=new_secret(),
-        )
-        session.add(row)
+    """Create or change a connector's stored settings (only the given values).
+
+    Concurrent first writes of one connector must not collide on its key: the row is created
+    if missing with INSERT … ON CONFLICT DO NOTHING, then changed under its row lock (the last
+    writer wins, as PUT means)."""
+    defaults = {
+        "name": name,
+        "ttl": settings.airlock_ttl,
+        "delay": settings.airlock_delay,
+        "error_urls": [],
+        "error_emails": [],
+        "error_secret": new_secret(),
+        "updated_at": utcnow(),
+        "updated_by": author,
+    }
+    bind = session.get_bind()
+    dialect_insert = postgresql_insert if bind.dialect.name == "postgresql" else sqlite_insert
+    await session.execute(
+        dialect_insert(AirlockConnector).values(**defaults).on_conflict_do_nothing(index_elements=["name"])
+    )
+    row = await session.get(AirlockConnector, name, with_for_update=True, populate_existing=True)
+    assert row is not None  # created above, and connectors are never deleted
     for key, value in values.items():
         if value is not None:
             setattr(row, key, value)

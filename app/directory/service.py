@@ -10,6 +10,7 @@ from datetime import datetime
 import httpx
 from prometheus_client import Gauge
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import utcnow
@@ -70,7 +71,12 @@ async def register(session: AsyncSession, data: ServiceIn, settings: Settings) -
     )
     _fill(service, data, settings)
     session.add(service)
-    await session.commit()
+    try:
+        await session.commit()
+    except IntegrityError:
+        # Registered meanwhile by a concurrent request: the same answer as when seen above.
+        await session.rollback()
+        raise Conflict(f"A service named {data.name} is already registered (PUT to change it)") from None
     return service
 
 

@@ -3,6 +3,7 @@ replay, connectors, and the 90-day cleanup."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 from datetime import timedelta
@@ -276,3 +277,19 @@ async def test_cleanup_deletes_finished_calls_past_the_retention(airlock: Runnin
     assert (
         await airlock.client.get(f"/v1/async-calls/{pending}", headers=airlock.headers())
     ).status_code == 200
+
+
+async def test_concurrent_first_writes_of_a_connector_all_succeed(airlock: Running) -> None:
+    """The row is created once (no key collision, no 500); the last writer's values stay."""
+    name = f"conn-{uuid.uuid4().hex[:8]}"
+    answers = await asyncio.gather(
+        *(
+            airlock.client.put(
+                f"/v1/airlock/connectors/{name}", json={"ttl": 5 + i}, headers=airlock.headers()
+            )
+            for i in range(8)
+        )
+    )
+    assert [a.status_code for a in answers] == [200] * 8, [a.text for a in answers if a.status_code != 200]
+    got = (await airlock.client.get(f"/v1/airlock/connectors/{name}", headers=airlock.headers())).json()
+    assert got["ttl"] in range(5, 13)

@@ -3,6 +3,7 @@ and the health loop against real servers."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -179,3 +180,12 @@ async def test_admin_shows_services_and_health_but_never_credentials(sluice: Run
         and "tok_super_secret" not in detail
         and "credentials" not in detail.lower()
     )
+
+
+async def test_concurrent_registrations_of_one_name_are_one_201_and_409s(sluice: Running) -> None:
+    body = {k: v for k, v in SERVICE.items() if k != "credentials"}
+    answers = await asyncio.gather(
+        *(sluice.client.post("/v1/directory/services", json=body, headers=sluice.headers()) for _ in range(8))
+    )
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [201] + [409] * 7, codes
