@@ -13,7 +13,6 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -270,13 +269,6 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         return render_http_exception(request, exc)
 
-    async def _database(request: Request, exc: Exception) -> Response:
-        # Bad input the validation let through and the database refused is still bad input.
-        if unstorable_text(exc):
-            return render_sluice_error(request, unstorable_text_error())
-        raise exc
-
     app.add_exception_handler(SluiceError, _sluice)
-    app.add_exception_handler(DBAPIError, _database)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)

@@ -14,9 +14,10 @@ import time
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import problem_response, unstorable_text, unstorable_text_error
+from app.errors import problem_response, render_exception, unstorable_text
 from app.observability import HTTP_LATENCY, HTTP_REQUESTS, request_id_var
 
 logger = logging.getLogger("sluice.http")
@@ -92,17 +93,10 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_request_id)
         except Exception as exc:
             if not response_started and unstorable_text(exc):
-                # Bad input the database refused (e.g. at a dependency's commit, which the
-                # exception handlers do not see): the client's error, not ours.
-                error = unstorable_text_error()
-                status = error.status
-                response = problem_response(
-                    status=error.status,
-                    code=error.code,
-                    title=error.title,
-                    detail=error.detail,
-                    instance=scope["path"],
-                )
+                # Bad input the validation let through and the database refused (wherever it
+                # surfaced, a dependency's commit included): the client's error, not ours.
+                response = render_exception(Request(scope), exc)
+                assert response is not None
                 await response(scope, receive, send_with_request_id)
                 return
             if span is not None and span.is_recording():

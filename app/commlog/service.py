@@ -73,16 +73,10 @@ def body_text(raw: bytes | None, limit: int, *, redact: bool = True) -> str | No
 
 
 COPY_COLUMNS = [c.name for c in CommLog.__table__.columns if c.name != "id"]
-# Callers control some of these values (X-Client-ID, the path): cut them to their columns so that
-# one oversized value can never fail a whole batch.
-_LENGTH_LIMITS = [
-    (c.name, c.type.length)
-    for c in CommLog.__table__.columns
-    if isinstance(c.type, String) and c.type.length is not None
-]
-
-# Text columns whose values come from the request or the partner (a NUL character can arrive).
-_TEXT_COLUMNS = [c.name for c in CommLog.__table__.columns if isinstance(c.type, String)]
+# Callers control some of these values (X-Client-ID, the path, the bodies): each text column's
+# value is cut to its length and loses NUL characters, which PostgreSQL stores in no text, so
+# that one bad value can never fail a whole batch.
+_TEXT_COLUMNS = [(c.name, c.type.length) for c in CommLog.__table__.columns if isinstance(c.type, String)]
 
 
 def _copy_value(value: Any) -> Any:
@@ -113,15 +107,14 @@ class CommLogWriter:
         """Add an entry; never blocks and never touches the database."""
         if not self._enabled:
             return
-        for name, limit in _LENGTH_LIMITS:
+        for name, limit in _TEXT_COLUMNS:
             value = entry.get(name)
-            if isinstance(value, str) and len(value) > limit:
-                entry[name] = value[:limit]
-        for name in _TEXT_COLUMNS:
-            value = entry.get(name)
-            if isinstance(value, str) and "\x00" in value:
-                # PostgreSQL stores no NUL in text: the entry would be refused and lost.
-                entry[name] = value.replace("\x00", "\ufffd")
+            if isinstance(value, str):
+                if limit is not None and len(value) > limit:
+                    value = entry[name] = value[:limit]
+                if "\x00" in value:
+                    # PostgreSQL stores no NUL in text: the entry would be refused and lost.
+                    entry[name] = value.replace("\x00", "\ufffd")
         if len(self._buffer) >= self._max:
             self._buffer.popleft()
             COMMLOG_DROPPED.inc()

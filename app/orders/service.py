@@ -141,11 +141,7 @@ async def create(session: AsyncSession, data: OrderIn, *, instance: str) -> tupl
         updated_at=utcnow(),
     )
     _apply(order, data)
-    if (
-        session.bind is not None
-        and session.bind.dialect.name == "postgresql"
-        and not session.in_transaction()
-    ):
+    if session.get_bind().dialect.name == "postgresql" and not session.in_transaction():
         # One statement needs no BEGIN and COMMIT around it: in autocommit the INSERT is its own
         # transaction, one round trip to the database instead of three.
         await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
@@ -290,8 +286,11 @@ async def changes(session: AsyncSession, *, since: int, limit: int) -> tuple[lis
             )
         ).all()
     )
+    next_since = (rows[-1].change_seq or since) if rows else since
+    if len(rows) < limit:
+        return rows, next_since, next_since  # the page reached the feed's end: that is its head
     head = (await session.scalar(select(func.max(Order.change_seq)))) or 0
-    return rows, (rows[-1].change_seq or since) if rows else since, max(head, since)
+    return rows, next_since, max(head, next_since)
 
 
 def page_limit(limit: int | None) -> int:

@@ -33,6 +33,15 @@ def cpu_of(pid: int | None) -> float | None:
         return None
 
 
+def cpu_of_all(pids: list[int]) -> float | None:
+    """The CPU seconds of several processes (uvicorn's workers of one instance) together; None if
+    any of them cannot be read."""
+    times = [cpu_of(pid) for pid in pids]
+    if not times or any(t is None for t in times):
+        return None
+    return sum(t for t in times if t is not None)
+
+
 def process_stats() -> Iterator[tuple[int, str]]:
     """(pid, /proc/<pid>/stat line) of every process (Linux; none elsewhere), skipping those that
     exit while they are read."""

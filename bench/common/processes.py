@@ -202,16 +202,21 @@ def server_pid(child: Child) -> int:
     return workers[0] if len(workers) == 1 else child.proc.pid
 
 
-def server_pids(child: Child) -> list[int]:
+def server_pids(child: Child, expected: int = 1) -> list[int]:
     """The processes that serve the requests: uvicorn's worker processes when it runs several
     (`--workers N`, each a multiprocessing spawn of the supervisor we started), else the process
-    we started."""
-    workers = [
-        pid
-        for pid in child_pids(child.proc.pid)
-        if "spawn_main" in (cmd := _cmdline(pid)) or "uvicorn" in cmd
-    ]
-    return workers or [child.proc.pid]
+    we started. With `expected` workers, the later ones may still be starting when the first
+    answers the health check: wait a little (10 s at most) for all of them."""
+    deadline = time.monotonic() + 10
+    while True:
+        workers = [
+            pid
+            for pid in child_pids(child.proc.pid)
+            if "spawn_main" in (cmd := _cmdline(pid)) or "uvicorn" in cmd
+        ]
+        if len(workers) >= expected or time.monotonic() >= deadline:
+            return workers or [child.proc.pid]
+        time.sleep(0.1)
 
 
 def sluice_env(

@@ -58,7 +58,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bench.common.cpu import cpu_by_name, cpu_of, machine_ticks
+from bench.common.cpu import cpu_by_name, cpu_of, cpu_of_all, machine_ticks
 from bench.common.database import (
     add_server_args,
     asyncpg_dsn,
@@ -187,7 +187,7 @@ class Pair:
         for inst in self.both:
             assert inst.child is not None
             wait_ready(inst.child, f"{inst.url}/health/live")
-            inst.pids = serving_processes(inst.child, self.args.workers)
+            inst.pids = server_pids(inst.child, self.args.workers)
 
     def stop(self) -> None:
         for inst in self.both:
@@ -202,23 +202,6 @@ class Pair:
                     f"{inst.name} exited with code {inst.child.proc.returncode}.\n{inst.child.last_output()}"
                 )
         return None
-
-
-def serving_processes(child: Child, workers: int) -> list[int]:
-    """The instance's serving processes. With several uvicorn workers, the later ones may still be
-    starting when the first answers the health check: wait a little for all of them."""
-    deadline = time.monotonic() + 10
-    pids = server_pids(child)
-    while workers > 1 and len(pids) < workers and time.monotonic() < deadline:
-        time.sleep(0.1)
-        pids = server_pids(child)
-    return pids
-
-
-def cpu_of_all(pids: list[int]) -> float | None:
-    """CPU seconds of an instance: the sum over its serving processes."""
-    times = [cpu_of(pid) for pid in pids]
-    return None if not times or any(t is None for t in times) else sum(t for t in times if t is not None)
 
 
 # ------------------------------------------------------------------------------------ CPU
