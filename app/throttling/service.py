@@ -55,9 +55,13 @@ def parse_body(raw: bytes) -> ConfigInput:
     for attribute in ("urlPattern", "methods", "maxThroughput"):
         if body.get(attribute) in (None, "", []):
             raise validation_error(100, f"{attribute} required")
-    for attribute in ("name", "description"):
-        if body.get(attribute) is not None and not isinstance(body[attribute], str):
+    for attribute in ("name", "description", "urlPattern"):
+        value = body.get(attribute)
+        if value is not None and not isinstance(value, str):
             raise validation_error(106, f"invalid payload ({attribute} must be a string)")
+        if isinstance(value, str) and "\x00" in value:
+            # PostgreSQL stores no NUL in text: refused here, not by the database as a 1464.
+            raise validation_error(106, f"invalid payload ({attribute} holds a NUL character)")
     throughput = body["maxThroughput"]
     # bool is an int in Python; `true` is not a throughput.
     if (
@@ -70,8 +74,6 @@ def parse_body(raw: bytes) -> ConfigInput:
             f"maxThroughput is required and must be an integer from {MIN_THROUGHPUT} to {MAX_THROUGHPUT}",
         )
     url_pattern = body["urlPattern"]
-    if not isinstance(url_pattern, str):
-        raise validation_error(106, "invalid payload (urlPattern must be a string)")
     try:
         patterns.parse(url_pattern)
     except patterns.PatternError as exc:

@@ -245,6 +245,8 @@ async def test_sandboxes_and_headers(api: Running) -> None:
         ({**EXAMPLE, "urlPattern": "https://*.example.org/data/*"}, "ERR_THROTTLING_CONFIG_105", "host"),
         ({**EXAMPLE, "urlPattern": "https://api.*/data"}, "ERR_THROTTLING_CONFIG_105", "host"),
         ({**EXAMPLE, "urlPattern": 42}, "ERR_THROTTLING_CONFIG_106", "urlPattern"),
+        ({**EXAMPLE, "description": "a\u0000b"}, "ERR_THROTTLING_CONFIG_106", "NUL"),
+        ({**EXAMPLE, "name": "a\u0000b"}, "ERR_THROTTLING_CONFIG_106", "NUL"),
         ({**EXAMPLE, "methods": "POST"}, "ERR_THROTTLING_CONFIG_106", "methods"),
         ({**EXAMPLE, "methods": ["FETCH"]}, "ERR_THROTTLING_CONFIG_106", "FETCH"),
         ({**EXAMPLE, "name": 7}, "ERR_THROTTLING_CONFIG_106", "name"),
