@@ -55,6 +55,21 @@ async def test_unhandled_error_is_500_without_internals(
     assert getattr(logged[0], "request_id", None) == "rid-boom"
 
 
+async def test_text_the_database_cannot_store_is_422_wherever_it_surfaces(sluice: Running) -> None:
+    """The safety net behind field validation: PostgreSQL refusing a NUL character is the
+    client's 422, not a 500 (here raised by a real query the validation did not guard)."""
+    from sqlalchemy import text
+
+    @sluice.app.post("/nul-test")
+    async def store(value: dict[str, str]) -> None:
+        async with sluice.state.sessionmaker() as session:
+            await session.execute(text("SELECT CAST(:v AS text)"), {"v": value["v"]})
+
+    response = await sluice.client.post("/nul-test", json={"v": "a\u0000b"})
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "validation_error" and "NUL" in response.json()["detail"]
+
+
 async def test_health(sluice: Running) -> None:
     assert (await sluice.client.get("/health/live")).json() == {"status": "ok"}
     ready = await sluice.client.get("/health/ready")
